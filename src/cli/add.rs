@@ -1,0 +1,425 @@
+//! `ocusers add NAME`: validate everything, then one plan of idempotent
+//! steps; a failure rolls back what this run did, and re-running after a
+//! crash completes the tenant.
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::config::HostConfig;
+use crate::error::Error;
+use crate::health;
+use crate::identity::{self, Account};
+use crate::lock::HostLock;
+use crate::openclaw_config;
+use crate::paths::{self, Paths};
+use crate::plan::{Plan, Step};
+use crate::policy::Tier;
+use crate::ports;
+use crate::privilege;
+use crate::runtime;
+use crate::secrets::{self, EnvFile};
+use crate::status::human_bytes;
+use crate::systemd::{DbusSystemd, Systemd};
+use crate::tenant::{self, Record, TenantName};
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Tenant name: lower-case letters, digits and '-', starting with a letter.
+    pub name: String,
+    /// Resource tier (light, standard, heavy, or one of /etc/ocusers/tiers).
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// Gateway port (first of the tenant's block); allocated from the pool if left out.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Create and enable the tenant but do not start its gateway.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
+    let name = TenantName::parse(&args.name)?;
+    privilege::require_root("add")?;
+    let cfg = HostConfig::load(paths)?;
+    let _lock = HostLock::acquire(paths)?;
+    let existing = tenant::load(paths, &name)?;
+    let user = paths::user_name(&name);
+    check_identity(&name, &user, existing.is_some())?;
+
+    let tier_name = match (&existing, &args.tier) {
+        (Some(r), Some(t)) if *t != r.tier => {
+            return Err(Error::Conflict {
+                name: name.to_string(),
+                what: format!("tier {}", r.tier),
+            }
+            .into());
+        }
+        (Some(r), _) => r.tier.clone(),
+        (None, t) => t
+            .clone()
+            .unwrap_or_else(|| cfg.tenants.default_tier.clone()),
+    };
+    let tier = Tier::load(paths, &tier_name)?;
+
+    let others: Vec<Record> = tenant::list(paths)?
+        .into_iter()
+        .filter(|r| r.name != name)
+        .collect();
+    let port = match (&existing, args.port) {
+        (Some(r), Some(p)) if p != r.port => {
+            return Err(Error::Conflict {
+                name: name.to_string(),
+                what: format!("port {}", r.port),
+            }
+            .into());
+        }
+        (Some(r), _) => r.port,
+        (None, requested) => {
+            let live = ports::live_listeners(paths.root())?;
+            match requested {
+                Some(p) => {
+                    ports::check_requested(p, &cfg.ports, &others, &live)?;
+                    p
+                }
+                None => ports::allocate(&cfg.ports, &others, &live)?,
+            }
+        }
+    };
+
+    let runtime_version = match &existing {
+        Some(r) => r.runtime.clone(),
+        None => runtime::default_version(paths).ok_or(Error::NoRuntime)?,
+    };
+    if runtime::read_marker(&paths.runtime_dir(&runtime_version)).is_none() {
+        return Err(Error::RuntimeMissing {
+            version: runtime_version,
+        }
+        .into());
+    }
+
+    let record = Record {
+        name: name.clone(),
+        port,
+        block: existing.as_ref().map_or(cfg.ports.block, |r| r.block),
+        tier: tier.name.clone(),
+        runtime: runtime_version,
+        created: existing
+            .as_ref()
+            .map_or_else(runtime::now_rfc3339, |r| r.created.clone()),
+    };
+
+    let sd = DbusSystemd::connect()?;
+    let ctx = Ctx {
+        paths,
+        sd: &sd,
+        record: &record,
+        tier: &tier,
+        user: &user,
+        unit: paths::unit_name(&name),
+        ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
+    };
+    let plan = ctx.plan(!args.no_start);
+
+    if args.dry_run {
+        println!(
+            "plan for `ocusers add {name}` (port {port}, tier {}, openclaw {}):",
+            tier.name, record.runtime
+        );
+        print!("{}", plan.describe()?);
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+
+    let started = Instant::now();
+    let outcome = plan.apply()?;
+    if !outcome.changed() {
+        println!(
+            "tenant {name} already exists (port {port}, tier {}); nothing changed",
+            tier.name
+        );
+        return Ok(());
+    }
+    let l = &tier.limits;
+    if args.no_start {
+        println!(
+            "tenant {name} created, not started: start it with `systemctl start {}`",
+            ctx.unit
+        );
+    } else {
+        println!(
+            "tenant {name} is ready ({:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "  url:    http://127.0.0.1:{port}/  (loopback; ports {port}-{})",
+        record.last_port()
+    );
+    println!(
+        "  token:  {} in {} (root only)",
+        secrets::TOKEN_KEY,
+        paths.secrets_file(&name).display()
+    );
+    println!(
+        "  unit:   {}  (systemctl status {0}; journalctl -u {0})",
+        ctx.unit
+    );
+    println!(
+        "  tier:   {} (MemoryHigh {}, MemoryMax {}, CPUQuota {}%, TasksMax {})",
+        tier.name,
+        human_bytes(Some(l.memory_high)),
+        human_bytes(Some(l.memory_max)),
+        l.cpu_quota_per_sec_usec / 10_000,
+        l.tasks_max
+    );
+    Ok(())
+}
+
+/// A tenant's user must be ours: refuse names of existing accounts and an
+/// `oc-NAME` user that ocusers did not make.
+fn check_identity(name: &TenantName, user: &str, registered: bool) -> Result<()> {
+    if identity::lookup(name.as_str()).is_some() {
+        return Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: "a user account of that name exists on this host; choose another name".into(),
+        }
+        .into());
+    }
+    if let Some(account) = identity::lookup(user) {
+        // A user with our home path is ours: left by an interrupted `add`.
+        if !registered && account.home != paths::Paths::default().state_dir(name) {
+            return Err(Error::ForeignUser {
+                user: user.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+struct Ctx<'a> {
+    paths: &'a Paths,
+    sd: &'a dyn Systemd,
+    record: &'a Record,
+    tier: &'a Tier,
+    user: &'a str,
+    unit: String,
+    ready_timeout: Duration,
+}
+
+impl<'a> Ctx<'a> {
+    fn account(&self) -> Result<Account> {
+        identity::lookup(self.user)
+            .ok_or_else(|| anyhow::anyhow!("user {} does not exist", self.user))
+    }
+
+    fn desired_env(&self, current: Option<EnvFile>) -> Result<EnvFile> {
+        let mut env = current.unwrap_or_default();
+        if env.get(secrets::TOKEN_KEY).is_none() {
+            env.set(secrets::TOKEN_KEY, &secrets::new_token()?)?;
+        }
+        env.set(secrets::PORT_KEY, &self.record.port.to_string())?;
+        env.set(
+            secrets::NODE_OPTIONS_KEY,
+            &format!("--max-old-space-size={}", self.tier.v8_heap_mb),
+        )?;
+        Ok(env)
+    }
+
+    fn plan(&'a self, start: bool) -> Plan<'a> {
+        let p = self.paths;
+        let r = self.record;
+        let name = &r.name;
+        let mut plan = Plan::new(name.as_str(), "add");
+
+        plan.push(
+            Step::new(
+                format!(
+                    "record tenant in {} (port block {}-{})",
+                    p.registry_file(name).display(),
+                    r.port,
+                    r.last_port()
+                ),
+                move || Ok(tenant::load(p, name)?.as_ref() == Some(r)),
+                move || tenant::save(p, r),
+            )
+            .revert(move || tenant::remove(p, name)),
+        );
+
+        let state = p.state_dir(name);
+        plan.push(
+            Step::new(
+                format!("create system user and group {}", self.user),
+                move || Ok(identity::lookup(self.user).is_some()),
+                move || {
+                    identity::create_user(
+                        self.user,
+                        &paths::Paths::default().state_dir(name),
+                        &format!("OpenClaw tenant {name} (ocusers)"),
+                    )
+                },
+            )
+            .revert(move || identity::delete_user(self.user)),
+        );
+
+        let state_for_check = state.clone();
+        let state_for_apply = state.clone();
+        let state_for_revert = state.clone();
+        plan.push(
+            Step::new(
+                format!(
+                    "create state directory {} (0700, {})",
+                    state.display(),
+                    self.user
+                ),
+                move || {
+                    Ok(self
+                        .account()
+                        .is_ok_and(|a| identity::dir_is(&state_for_check, &a, 0o700)))
+                },
+                move || {
+                    crate::fsutil::ensure_dir(&p.state_parent(), 0o755)?;
+                    identity::ensure_owned_dir(&state_for_apply, &self.account()?, 0o700)
+                },
+            )
+            .revert(move || crate::fsutil::remove_tree(&state_for_revert)),
+        );
+
+        let config_path = state.join("openclaw.json");
+        let config_check = config_path.clone();
+        let config_revert = config_path.clone();
+        let logs = state.join("logs");
+        plan.push(
+            Step::new(
+                format!("write OpenClaw config {}", config_path.display()),
+                move || Ok(config_check.is_file()),
+                move || {
+                    let account = self.account()?;
+                    identity::ensure_owned_dir(&logs, &account, 0o700)?;
+                    let text =
+                        openclaw_config::render(&paths::Paths::default().state_dir(name), r.port);
+                    identity::write_owned_file(&config_path, text.as_bytes(), &account, 0o600)
+                },
+            )
+            .revert(move || crate::fsutil::remove_file(&config_revert)),
+        );
+
+        let env_path = p.secrets_file(name);
+        let env_existed = crate::fsutil::exists(&env_path);
+        let env_check = env_path.clone();
+        let env_apply = env_path.clone();
+        let mut step = Step::new(
+            format!(
+                "write secrets file {} (0600 root; gateway token, port, V8 heap)",
+                env_path.display()
+            ),
+            move || {
+                let current = EnvFile::load(&env_check)?;
+                Ok(current
+                    .clone()
+                    .is_some_and(|c| self.desired_env(Some(c.clone())).is_ok_and(|d| d == c)))
+            },
+            move || {
+                let env = self.desired_env(EnvFile::load(&env_apply)?)?;
+                env.store(&env_apply, name.as_str())
+            },
+        );
+        if !env_existed {
+            step = step.revert(move || crate::fsutil::remove_file(&env_path));
+        }
+        plan.push(step);
+
+        plan.push(
+            Step::new(
+                format!(
+                    "use OpenClaw runtime {} ({})",
+                    r.runtime,
+                    p.tenant_runtime_link(name).display()
+                ),
+                move || Ok(runtime::tenant_link_is(p, name, &r.runtime)),
+                move || runtime::link_tenant(p, name, &r.runtime),
+            )
+            .revert(move || crate::fsutil::remove_file(&p.tenant_runtime_link(name))),
+        );
+
+        let l = self.tier.limits;
+        let unit = self.unit.as_str();
+        plan.push(
+            Step::new(
+                format!(
+                    "set limits of tier {} on {unit} (MemoryHigh={} MemoryMax={} CPUQuota={}% TasksMax={})",
+                    self.tier.name,
+                    l.memory_high,
+                    l.memory_max,
+                    l.cpu_quota_per_sec_usec / 10_000,
+                    l.tasks_max
+                ),
+                move || {
+                    let u = self.sd.unit(unit)?;
+                    Ok(u.memory_high == Some(l.memory_high)
+                        && u.memory_max == Some(l.memory_max)
+                        && u.cpu_quota_per_sec_usec == Some(l.cpu_quota_per_sec_usec)
+                        && u.tasks_max == Some(l.tasks_max)
+                        && p.unit_control_dir(unit).is_dir())
+                },
+                move || self.sd.set_limits(unit, &l),
+            )
+            .revert(move || crate::fsutil::remove_tree(&p.unit_control_dir(unit))),
+        );
+
+        plan.push(
+            Step::new(
+                format!("enable {unit} (wanted by openclaw.target)"),
+                move || Ok(self.sd.unit_file_state(unit)? == "enabled"),
+                move || self.sd.enable(unit),
+            )
+            .revert(move || self.sd.disable(unit)),
+        );
+
+        if start {
+            plan.push(
+                Step::new(
+                    format!("start {unit}"),
+                    move || Ok(self.sd.unit(unit)?.is_active()),
+                    move || {
+                        self.sd.reset_failed(unit)?;
+                        self.sd.start(unit)
+                    },
+                )
+                .revert(move || self.sd.stop(unit)),
+            );
+            plan.push(Step::new(
+                format!(
+                    "wait until the gateway answers {} (at most {} s)",
+                    health::readyz_url(r.port),
+                    self.ready_timeout.as_secs()
+                ),
+                move || Ok(health::probe(r.port, Duration::from_secs(2)).is_ready()),
+                move || {
+                    health::wait_ready(r.port, self.ready_timeout, || {
+                        let u = self.sd.unit(unit).map_err(|e| format!("{e:#}"))?;
+                        if u.active_state == "failed" || u.active_state == "inactive" {
+                            Err(format!("{unit} is {} ({})", u.active_state, u.result))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .map(|_| ())
+                    .map_err(|detail| {
+                        Error::NotReady {
+                            name: name.to_string(),
+                            seconds: self.ready_timeout.as_secs(),
+                            detail,
+                        }
+                        .into()
+                    })
+                },
+            ));
+        }
+        plan
+    }
+}

@@ -1,0 +1,92 @@
+//! `ocusers start|stop|restart NAME|--all`: thin conveniences over systemd
+//! (`systemctl start openclaw@NAME` does the same), plus a readiness wait.
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::config::HostConfig;
+use crate::error::Error;
+use crate::health;
+use crate::paths::{self, Paths};
+use crate::privilege;
+use crate::systemd::{DbusSystemd, Systemd};
+use crate::tenant::{self, TenantName};
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// Tenant name.
+    pub name: Option<String>,
+    /// Every tenant.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+pub fn run(paths: &Paths, action: Action, target: Target) -> Result<()> {
+    let verb = match action {
+        Action::Start => "start",
+        Action::Stop => "stop",
+        Action::Restart => "restart",
+    };
+    let records = match &target.name {
+        Some(raw) => {
+            let name = TenantName::parse(raw)?;
+            privilege::require_root(verb)?;
+            vec![
+                tenant::load(paths, &name)?.ok_or_else(|| Error::UnknownTenant {
+                    name: name.to_string(),
+                })?,
+            ]
+        }
+        None => {
+            privilege::require_root(verb)?;
+            tenant::list(paths)?
+        }
+    };
+    let cfg = HostConfig::load(paths)?;
+    let sd = DbusSystemd::connect()?;
+    let mut failed = 0;
+    for r in &records {
+        let unit = paths::unit_name(&r.name);
+        let result = match action {
+            Action::Stop => sd.stop(&unit),
+            Action::Start => sd.reset_failed(&unit).and_then(|_| sd.start(&unit)),
+            Action::Restart => sd.reset_failed(&unit).and_then(|_| sd.restart(&unit)),
+        }
+        .and_then(|_| match action {
+            Action::Stop => Ok(()),
+            _ => health::wait_ready(
+                r.port,
+                Duration::from_secs(cfg.tenants.ready_timeout),
+                || {
+                    let u = sd.unit(&unit).map_err(|e| format!("{e:#}"))?;
+                    match u.active_state.as_str() {
+                        "failed" | "inactive" => Err(format!("{unit} is {}", u.active_state)),
+                        _ => Ok(()),
+                    }
+                },
+            )
+            .map(|_| ())
+            .map_err(|d| anyhow::anyhow!("{unit} is not ready: {d}")),
+        });
+        match result {
+            Ok(()) => println!("{verb}: {} ok", r.name),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{verb}: {}: {}", r.name, crate::error::render_chain(&e));
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} tenants failed to {verb}", records.len());
+    }
+    Ok(())
+}

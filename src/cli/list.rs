@@ -1,0 +1,47 @@
+//! `ocusers list`
+use anyhow::Result;
+use serde_json::json;
+
+use super::{JsonArg, print_json};
+use crate::paths::Paths;
+use crate::status::{self, human_bytes, human_duration};
+use crate::systemd::DbusSystemd;
+use crate::tenant;
+
+pub fn run(paths: &Paths, args: JsonArg) -> Result<()> {
+    let records = tenant::list(paths)?;
+    let statuses = if records.is_empty() {
+        Vec::new()
+    } else {
+        let sd = DbusSystemd::connect()?;
+        records
+            .iter()
+            .map(|r| status::collect(&sd, r))
+            .collect::<Result<Vec<_>>>()?
+    };
+    if args.json {
+        return print_json(&json!({ "tenants": statuses }));
+    }
+    if statuses.is_empty() {
+        println!("no tenants yet: add one with `sudo ocusers add NAME`");
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<10} {:<6} {:<6} {:<9} {:>8} {:>8} {:>8}",
+        "NAME", "STATE", "READY", "PORT", "TIER", "MEMORY", "MAX", "UPTIME"
+    );
+    for s in &statuses {
+        println!(
+            "{:<20} {:<10} {:<6} {:<6} {:<9} {:>8} {:>8} {:>8}",
+            s.name,
+            s.state,
+            if s.ready { "yes" } else { "no" },
+            s.port,
+            s.tier,
+            human_bytes(s.memory.current),
+            human_bytes(s.memory.max),
+            human_duration(s.uptime_sec),
+        );
+    }
+    Ok(())
+}

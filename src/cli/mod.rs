@@ -1,0 +1,83 @@
+//! The command line: clap definitions here, one file per subcommand.
+use clap::{Args, Parser, Subcommand};
+
+use crate::paths::Paths;
+
+mod add;
+mod lifecycle;
+mod list;
+mod remove;
+mod runtime;
+mod status;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ocusers",
+    version,
+    about = "One hardened OpenClaw gateway per tenant: a system user, a systemd unit, a port block and a secrets file each",
+    long_about = "ocusers turns one Linux host into a home for many OpenClaw gateways. Each tenant gets a \
+dedicated system user (oc-NAME), a private state directory (/var/lib/openclaw/NAME), a root-only secrets file \
+(/etc/ocusers/tenants/NAME.env), a port block on loopback and a hardened instance of openclaw@.service with \
+cgroup CPU, memory and task limits. systemd supervises: use `systemctl status openclaw@NAME` and \
+`journalctl -u openclaw@NAME` day to day.",
+    after_help = "Changing commands must run as root. Read commands take --json."
+)]
+pub struct Cli {
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a tenant and start its gateway: user, state, config, token, port block, unit.
+    Add(add::AddArgs),
+    /// Stop a tenant's gateway and remove the tenant (state archived unless --purge).
+    Remove(remove::RemoveArgs),
+    /// One line per tenant: state, readiness, port, tier, memory, uptime.
+    List(JsonArg),
+    /// Details of one tenant or all, read from systemd and the gateway.
+    Status(status::StatusArgs),
+    /// Start tenants' gateways and wait until they are ready (like `systemctl start openclaw@NAME`).
+    Start(lifecycle::Target),
+    /// Stop tenants' gateways (like `systemctl stop openclaw@NAME`).
+    Stop(lifecycle::Target),
+    /// Restart tenants' gateways and wait until they are ready.
+    Restart(lifecycle::Target),
+    /// Install and list OpenClaw runtimes (Node + the openclaw package).
+    #[command(subcommand)]
+    Runtime(runtime::RuntimeCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON (shape documented in README.md, "Output").
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let paths = Paths::from_env();
+    match cli.command {
+        Command::Add(args) => add::run(&paths, args),
+        Command::Remove(args) => remove::run(&paths, args),
+        Command::List(args) => list::run(&paths, args),
+        Command::Status(args) => status::run(&paths, args),
+        Command::Start(t) => lifecycle::run(&paths, lifecycle::Action::Start, t),
+        Command::Stop(t) => lifecycle::run(&paths, lifecycle::Action::Stop, t),
+        Command::Restart(t) => lifecycle::run(&paths, lifecycle::Action::Restart, t),
+        Command::Runtime(cmd) => runtime::run(&paths, cmd),
+    }
+}
+
+/// The clap command, for the man page and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

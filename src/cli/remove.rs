@@ -1,0 +1,222 @@
+//! `ocusers remove NAME [--purge]`: stop, wait until the cgroup is empty,
+//! archive (or delete) the state, and remove the secrets, limits, runtime
+//! link, user, group and registry entry (which frees the port block). Every
+//! step checks first, so re-running after a failure finishes the job.
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::error::Error;
+use crate::fsutil;
+use crate::identity;
+use crate::lock::HostLock;
+use crate::paths::{self, Paths};
+use crate::plan::{Plan, Step};
+use crate::privilege;
+use crate::process;
+use crate::systemd::{DbusSystemd, Systemd};
+use crate::tenant::{self, TenantName};
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    pub name: String,
+    /// Delete the tenant's state instead of archiving it.
+    #[arg(long)]
+    pub purge: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
+    let name = TenantName::parse(&args.name)?;
+    privilege::require_root("remove")?;
+    let _lock = HostLock::acquire(paths)?;
+    let sd = DbusSystemd::connect()?;
+    let user = paths::user_name(&name);
+    let unit = paths::unit_name(&name);
+    // The user is ours only if its home is the tenant's state directory.
+    let account = identity::lookup(&user).filter(|a| a.home == Paths::default().state_dir(&name));
+    let registered = tenant::load(paths, &name)?.is_some();
+    let leftovers = account.is_some()
+        || fsutil::exists(&paths.secrets_file(&name))
+        || fsutil::exists(&paths.state_dir(&name))
+        || sd.unit_file_state(&unit)? == "enabled";
+    if !registered && !leftovers {
+        return Err(Error::UnknownTenant {
+            name: name.to_string(),
+        }
+        .into());
+    }
+
+    let archive = (!args.purge).then(|| {
+        paths.archive_dir().join(format!(
+            "{name}-{}.tar.gz",
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string()
+                .replace(':', "")
+        ))
+    });
+    let plan = plan(paths, &sd, &name, &user, account, &unit, archive.clone());
+    if args.dry_run {
+        println!("plan for `ocusers remove {name}`:");
+        print!("{}", plan.describe()?);
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    plan.apply()?;
+    println!("tenant {name} removed");
+    match archive {
+        Some(a) if a.exists() => println!("  state archived to {}", a.display()),
+        Some(_) => {}
+        None => println!("  state deleted (--purge)"),
+    }
+    Ok(())
+}
+
+fn plan<'a>(
+    p: &'a Paths,
+    sd: &'a dyn Systemd,
+    name: &'a TenantName,
+    user: &'a str,
+    account: Option<identity::Account>,
+    unit: &'a str,
+    archive: Option<PathBuf>,
+) -> Plan<'a> {
+    let mut plan = Plan::new(name.as_str(), "remove");
+    let uid = account.as_ref().map(|a| a.uid);
+    plan.push(Step::new(
+        format!("stop {unit} and wait until its processes are gone"),
+        move || {
+            let u = sd.unit(unit)?;
+            Ok(!u.is_active()
+                && u.active_state != "deactivating"
+                && uid.is_none_or(|uid| identity::processes_of(uid).is_empty()))
+        },
+        move || {
+            sd.stop(unit)?;
+            if let Some(uid) = uid {
+                wait_no_processes(uid)?;
+            }
+            Ok(())
+        },
+    ));
+    plan.push(Step::new(
+        format!("disable {unit}"),
+        move || Ok(sd.unit_file_state(unit)? != "enabled"),
+        move || {
+            sd.disable(unit)?;
+            sd.reset_failed(unit)
+        },
+    ));
+    let state = p.state_dir(name);
+    let state_check = state.clone();
+    match archive {
+        Some(archive) => plan.push(Step::new(
+            format!(
+                "archive {} to {} and delete it",
+                state.display(),
+                archive.display()
+            ),
+            move || Ok(!fsutil::exists(&state_check)),
+            move || {
+                archive_dir(&state, &archive)?;
+                fsutil::remove_tree(&state)
+            },
+        )),
+        None => plan.push(Step::new(
+            format!("delete {}", state.display()),
+            move || Ok(!fsutil::exists(&state_check)),
+            move || fsutil::remove_tree(&state),
+        )),
+    }
+    let secrets = p.secrets_file(name);
+    plan.push(Step::new(
+        format!("remove secrets file {}", secrets.display()),
+        {
+            let s = secrets.clone();
+            move || Ok(!fsutil::exists(&s))
+        },
+        move || fsutil::remove_file(&secrets),
+    ));
+    plan.push(Step::new(
+        format!(
+            "remove resource limits {}",
+            p.unit_control_dir(unit).display()
+        ),
+        move || Ok(!fsutil::exists(&p.unit_control_dir(unit))),
+        move || fsutil::remove_tree(&p.unit_control_dir(unit)),
+    ));
+    plan.push(Step::new(
+        format!(
+            "remove runtime link {}",
+            p.tenant_runtime_link(name).display()
+        ),
+        move || Ok(!fsutil::exists(&p.tenant_runtime_link(name))),
+        move || fsutil::remove_file(&p.tenant_runtime_link(name)),
+    ));
+    let ours = account.is_some();
+    plan.push(Step::new(
+        format!("delete user and group {user}"),
+        move || Ok(!ours || (identity::lookup(user).is_none() && !identity::group_exists(user))),
+        move || identity::delete_user(user),
+    ));
+    plan.push(Step::new(
+        format!(
+            "remove {} (frees the port block)",
+            p.registry_file(name).display()
+        ),
+        move || Ok(!fsutil::exists(&p.registry_file(name))),
+        move || tenant::remove(p, name),
+    ));
+    plan
+}
+
+/// After the stop job, the kernel may still be reaping; a straggler outside
+/// the unit (none should exist) is killed so userdel can proceed.
+fn wait_no_processes(uid: u32) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let pids = identity::processes_of(uid);
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("processes of uid {uid} are still running after 30 s")
+}
+
+/// `tar -czf` the directory into a 0600 file in a 0700 archive directory,
+/// through a temporary name so a crash never leaves a truncated archive
+/// that looks complete.
+fn archive_dir(dir: &std::path::Path, archive: &std::path::Path) -> Result<()> {
+    let parent = archive.parent().context("archive path has no parent")?;
+    fsutil::ensure_dir(parent, 0o700)?;
+    let tmp = archive.with_extension("partial");
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    let result = process::run(
+        Command::new("tar")
+            .args(["--create", "--gzip", "--numeric-owner", "--file"])
+            .arg(&tmp)
+            .arg("--directory")
+            .arg(dir.parent().context("state dir has no parent")?)
+            .arg(dir.file_name().context("state dir has no name")?),
+    );
+    nix::sys::stat::umask(old);
+    if let Err(e) = result {
+        let _ = fsutil::remove_file(&tmp);
+        return Err(e.into());
+    }
+    std::fs::rename(&tmp, archive).with_context(|| format!("renaming to {}", archive.display()))
+}

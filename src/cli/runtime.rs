@@ -1,0 +1,74 @@
+//! `ocusers runtime install|list`
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::json;
+
+use super::print_json;
+use crate::config::HostConfig;
+use crate::lock::HostLock;
+use crate::paths::Paths;
+use crate::privilege;
+use crate::runtime::{self, InstallOutcome};
+
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// Install Node and OpenClaw from the npm registry into a shared, read-only prefix and make it the default for new tenants.
+    Install {
+        /// OpenClaw version (default: the registry's latest).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Installed runtimes, the default, and which tenants use each.
+    List {
+        /// Print JSON (shape documented in README.md, "Output").
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(paths: &Paths, cmd: RuntimeCommand) -> Result<()> {
+    match cmd {
+        RuntimeCommand::Install { version } => {
+            privilege::require_root("runtime install")?;
+            let cfg = HostConfig::load(paths)?;
+            let _lock = HostLock::acquire(paths)?;
+            match runtime::install(paths, &cfg.runtime, version.as_deref())? {
+                InstallOutcome::Installed(v) => {
+                    println!(
+                        "installed OpenClaw {v} in {}",
+                        paths.runtime_dir(&v).display()
+                    );
+                    println!("new tenants use {v}");
+                }
+                InstallOutcome::AlreadyInstalled(v) => {
+                    println!("OpenClaw {v} is already installed; new tenants use {v}");
+                }
+            }
+            Ok(())
+        }
+        RuntimeCommand::List { json } => {
+            let list = runtime::list(paths)?;
+            if json {
+                return print_json(&json!({ "runtimes": list }));
+            }
+            if list.is_empty() {
+                println!("no runtime installed: run `sudo ocusers runtime install`");
+            }
+            for r in &list {
+                println!(
+                    "{}{}  node {}  installed {}  tenants: {}",
+                    r.version,
+                    if r.default { " (default)" } else { "" },
+                    r.node,
+                    r.installed,
+                    if r.tenants.is_empty() {
+                        "-".to_string()
+                    } else {
+                        r.tenants.join(", ")
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}

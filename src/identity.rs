@@ -1,0 +1,104 @@
+//! Tenant identities: one system user and group per tenant (`oc-NAME`), no
+//! login shell, no password, home = the tenant's state directory.
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use nix::unistd::{Gid, Uid};
+
+use crate::fsutil;
+use crate::process;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// Look a user up in the system's user database (NSS).
+pub fn lookup(user: &str) -> Option<Account> {
+    let u = uzers::get_user_by_name(user)?;
+    Some(Account {
+        uid: u.uid(),
+        gid: u.primary_group_id(),
+        home: uzers::os::unix::UserExt::home_dir(&u).to_path_buf(),
+    })
+}
+
+pub fn group_exists(group: &str) -> bool {
+    uzers::get_group_by_name(group).is_some()
+}
+
+/// `useradd --system --user-group`: a system user with its own group, no
+/// home created (ocusers makes the state directory), no login shell.
+pub fn create_user(user: &str, home: &Path, comment: &str) -> Result<()> {
+    process::run(
+        Command::new("useradd")
+            .args(["--system", "--user-group", "--no-create-home"])
+            .args(["--shell", "/usr/sbin/nologin"])
+            .arg("--home-dir")
+            .arg(home)
+            .args(["--comment", comment])
+            .arg(user),
+    )?;
+    Ok(())
+}
+
+/// Delete the user and its group; both already gone is success.
+pub fn delete_user(user: &str) -> Result<()> {
+    if lookup(user).is_some() {
+        process::run(Command::new("userdel").arg(user))?;
+    }
+    // userdel removes the user's private group when USERGROUPS_ENAB is set;
+    // make sure of it either way.
+    if group_exists(user) {
+        process::run(Command::new("groupdel").arg(user))?;
+    }
+    Ok(())
+}
+
+/// Create (or repair) a directory owned by the account with `mode`.
+pub fn ensure_owned_dir(path: &Path, account: &Account, mode: u32) -> Result<()> {
+    fsutil::ensure_dir(path, mode)?;
+    nix::unistd::chown(
+        path,
+        Some(Uid::from_raw(account.uid)),
+        Some(Gid::from_raw(account.gid)),
+    )
+    .with_context(|| format!("chown {} to uid {}", path.display(), account.uid))
+}
+
+/// Is `path` a directory owned by `account` with exactly `mode`?
+pub fn dir_is(path: &Path, account: &Account, mode: u32) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| {
+        m.is_dir() && m.uid() == account.uid && m.gid() == account.gid && m.mode() & 0o7777 == mode
+    })
+}
+
+/// Write a file owned by the account (atomically, with `mode`).
+pub fn write_owned_file(path: &Path, data: &[u8], account: &Account, mode: u32) -> Result<()> {
+    fsutil::write_atomic(path, data, mode)?;
+    nix::unistd::chown(
+        path,
+        Some(Uid::from_raw(account.uid)),
+        Some(Gid::from_raw(account.gid)),
+    )
+    .with_context(|| format!("chown {} to uid {}", path.display(), account.uid))
+}
+
+/// PIDs of every process running as `uid` (from `/proc`).
+pub fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let meta = std::fs::metadata(e.path()).ok()?;
+            (meta.uid() == uid).then_some(pid)
+        })
+        .collect()
+}

@@ -1,0 +1,26 @@
+//! ocusers: one hardened OpenClaw gateway per tenant on one Linux host.
+//!
+//! Each tenant is a dedicated system user with its own state directory,
+//! secrets file and port block, and an instance of the `openclaw@.service`
+//! template. systemd is the source of truth for runtime state; ocusers keeps
+//! only what systemd does not know (see [`tenant::Record`]).
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod health;
+pub mod identity;
+pub mod lock;
+pub mod logging;
+pub mod openclaw_config;
+pub mod paths;
+pub mod plan;
+pub mod policy;
+pub mod ports;
+pub mod privilege;
+pub mod process;
+pub mod runtime;
+pub mod secrets;
+pub mod status;
+pub mod systemd;
+pub mod tenant;

@@ -1,0 +1,128 @@
+//! Where ocusers keeps things on the host. Every path hangs off a root
+//! directory (`/` in production) so tests can run file code in a temporary
+//! tree.
+use std::path::{Path, PathBuf};
+
+use crate::tenant::TenantName;
+
+/// Prefix of every tenant's system user and group (`oc-alice`). Fixed: the
+/// shipped template unit says `User=oc-%i`.
+pub const USER_PREFIX: &str = "oc-";
+/// Linux user names are at most 32 bytes (useradd's limit).
+pub const MAX_USER_NAME: usize = 32;
+
+#[derive(Debug, Clone)]
+pub struct Paths {
+    root: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths::new("/")
+    }
+}
+
+impl Paths {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Paths { root: root.into() }
+    }
+
+    /// `OCUSERS_ROOT` moves every file ocusers touches under another root; it
+    /// exists for tests and has no effect on users or units.
+    pub fn from_env() -> Self {
+        match std::env::var_os("OCUSERS_ROOT") {
+            Some(root) if !root.is_empty() => Paths::new(root),
+            _ => Paths::default(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn at(&self, abs: &str) -> PathBuf {
+        self.root.join(abs.trim_start_matches('/'))
+    }
+
+    /// `/etc/ocusers`: host config, tier overrides, secrets.
+    pub fn etc_dir(&self) -> PathBuf {
+        self.at("/etc/ocusers")
+    }
+    pub fn host_config(&self) -> PathBuf {
+        self.at("/etc/ocusers/ocusers.toml")
+    }
+    /// Shipped defaults, overridden key by key by [`Paths::host_config`].
+    pub fn shipped_config(&self) -> PathBuf {
+        self.at("/usr/share/ocusers/ocusers.toml")
+    }
+    pub fn shipped_tiers_dir(&self) -> PathBuf {
+        self.at("/usr/share/ocusers/policy/tiers")
+    }
+    pub fn local_tiers_dir(&self) -> PathBuf {
+        self.at("/etc/ocusers/tiers")
+    }
+    /// `/etc/ocusers/tenants`: one root-only environment file per tenant.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.at("/etc/ocusers/tenants")
+    }
+    pub fn secrets_file(&self, name: &TenantName) -> PathBuf {
+        self.secrets_dir().join(format!("{name}.env"))
+    }
+
+    /// `/var/lib/ocusers`: the registry, runtimes and archives.
+    pub fn lib_dir(&self) -> PathBuf {
+        self.at("/var/lib/ocusers")
+    }
+    pub fn registry_dir(&self) -> PathBuf {
+        self.at("/var/lib/ocusers/tenants")
+    }
+    pub fn registry_file(&self, name: &TenantName) -> PathBuf {
+        self.registry_dir().join(format!("{name}.toml"))
+    }
+    pub fn archive_dir(&self) -> PathBuf {
+        self.at("/var/lib/ocusers/archive")
+    }
+    pub fn runtimes_dir(&self) -> PathBuf {
+        self.at("/var/lib/ocusers/runtimes")
+    }
+    pub fn runtime_dir(&self, version: &str) -> PathBuf {
+        self.runtimes_dir().join(version)
+    }
+    /// `runtimes/default`: the version new tenants get.
+    pub fn default_runtime_link(&self) -> PathBuf {
+        self.runtimes_dir().join("default")
+    }
+    /// `runtimes/by-tenant/NAME`: the runtime a tenant's unit runs.
+    pub fn tenant_runtime_link(&self, name: &TenantName) -> PathBuf {
+        self.runtimes_dir().join("by-tenant").join(name.as_str())
+    }
+
+    /// `/var/lib/openclaw/NAME`: the tenant's state and home (0700, its own).
+    pub fn state_parent(&self) -> PathBuf {
+        self.at("/var/lib/openclaw")
+    }
+    pub fn state_dir(&self, name: &TenantName) -> PathBuf {
+        self.state_parent().join(name.as_str())
+    }
+
+    /// Persistent unit properties set over D-Bus land here.
+    pub fn unit_control_dir(&self, unit: &str) -> PathBuf {
+        self.at("/etc/systemd/system.control")
+            .join(format!("{unit}.d"))
+    }
+
+    /// Serialises changes to the host.
+    pub fn lock_file(&self) -> PathBuf {
+        self.at("/run/ocusers.lock")
+    }
+}
+
+/// `oc-alice`
+pub fn user_name(name: &TenantName) -> String {
+    format!("{USER_PREFIX}{name}")
+}
+
+/// `openclaw@alice.service`
+pub fn unit_name(name: &TenantName) -> String {
+    format!("openclaw@{name}.service")
+}

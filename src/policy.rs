@@ -1,0 +1,237 @@
+//! Resource tiers: TOML files shipped in `/usr/share/ocusers/policy/tiers`
+//! (from `policy/tiers/` in the source tree), overridable by a file of the
+//! same name in `/etc/ocusers/tiers`. The shipped files are also compiled in,
+//! so a tier is never missing because a package file was deleted.
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::paths::Paths;
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("light", include_str!("../policy/tiers/light.toml")),
+    ("standard", include_str!("../policy/tiers/standard.toml")),
+    ("heavy", include_str!("../policy/tiers/heavy.toml")),
+];
+
+/// A tier as written in its file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierFile {
+    description: String,
+    memory_high: String,
+    memory_max: String,
+    cpu_quota: String,
+    tasks_max: u64,
+    v8_heap_mb: u32,
+}
+
+/// A tier, parsed: the unit properties it sets and the V8 heap it gives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tier {
+    pub name: String,
+    pub description: String,
+    pub limits: Limits,
+    pub v8_heap_mb: u32,
+}
+
+/// The resource properties ocusers sets on a tenant's unit, in systemd's
+/// D-Bus units (bytes, microseconds of CPU per second, tasks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub memory_high: u64,
+    pub memory_max: u64,
+    pub cpu_quota_per_sec_usec: u64,
+    pub tasks_max: u64,
+}
+
+impl Tier {
+    /// Look a tier up by name: `/etc/ocusers/tiers/NAME.toml`, then the
+    /// shipped file, then the built-in copy.
+    pub fn load(paths: &Paths, name: &str) -> Result<Tier> {
+        let valid_name = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if valid_name {
+            for dir in [paths.local_tiers_dir(), paths.shipped_tiers_dir()] {
+                let path = dir.join(format!("{name}.toml"));
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => return parse(name, &text, Some(path)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                }
+            }
+            if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name) {
+                return parse(name, text, None);
+            }
+        }
+        Err(Error::UnknownTier {
+            tier: name.to_string(),
+            available: available(paths).join(", "),
+            dirs: format!(
+                "{} and {}",
+                paths.shipped_tiers_dir().display(),
+                paths.local_tiers_dir().display()
+            ),
+        }
+        .into())
+    }
+}
+
+/// Names of every tier that can be loaded, sorted.
+pub fn available(paths: &Paths) -> Vec<String> {
+    let mut names: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
+    for dir in [paths.local_tiers_dir(), paths.shipped_tiers_dir()] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "toml")
+                    && let Some(stem) = p.file_stem().and_then(|s| s.to_str())
+                {
+                    names.push(stem.to_string());
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn parse(name: &str, text: &str, path: Option<PathBuf>) -> Result<Tier> {
+    let path_or_builtin = || {
+        path.clone()
+            .unwrap_or_else(|| PathBuf::from(format!("(built-in tier {name})")))
+    };
+    let bad = |message: String| Error::BadFile {
+        path: path_or_builtin(),
+        message,
+    };
+    let file: TierFile = toml::from_str(text).map_err(|e| bad(e.message().to_string()))?;
+    let memory_high =
+        parse_bytes(&file.memory_high).map_err(|m| bad(format!("memory_high: {m}")))?;
+    let memory_max = parse_bytes(&file.memory_max).map_err(|m| bad(format!("memory_max: {m}")))?;
+    let cpu = parse_percent(&file.cpu_quota).map_err(|m| bad(format!("cpu_quota: {m}")))?;
+    if memory_high > memory_max {
+        return Err(bad("memory_high must not be above memory_max".into()).into());
+    }
+    if file.tasks_max == 0 || file.v8_heap_mb < 256 {
+        return Err(bad("tasks_max must be positive and v8_heap_mb at least 256".into()).into());
+    }
+    if u64::from(file.v8_heap_mb) * 1024 * 1024 >= memory_max {
+        return Err(bad("v8_heap_mb must be below memory_max".into()).into());
+    }
+    Ok(Tier {
+        name: name.to_string(),
+        description: file.description,
+        limits: Limits {
+            memory_high,
+            memory_max,
+            // systemd: CPUQuota=100% is 1 s of CPU time per second.
+            cpu_quota_per_sec_usec: u64::from(cpu) * 10_000,
+            tasks_max: file.tasks_max,
+        },
+        v8_heap_mb: file.v8_heap_mb,
+    })
+}
+
+/// `512M`, `2G`, `1536M`, `1048576` (bytes); K, M, G, T are powers of 1024
+/// as in systemd.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown unit {c:?} in {s:?} (use K, M, G or T)")),
+            };
+            (&s[..i], mult)
+        }
+        _ => (s, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512M or 2G"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `50%` -> 50.
+pub fn parse_percent(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .trim()
+        .strip_suffix('%')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("{s:?} is not a percentage like 50% or 200%"))?;
+    if n == 0 {
+        return Err("must be above 0%".into());
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512M"), Ok(512 << 20));
+        assert_eq!(parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert!(parse_bytes("2X").is_err());
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_percent("150%"), Ok(150));
+        assert!(parse_percent("150").is_err());
+        assert!(parse_percent("0%").is_err());
+    }
+
+    #[test]
+    fn shipped_tiers_parse_and_leave_room_for_an_idle_gateway() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        // An idle gateway takes about 850 MB (README, "Resource tiers").
+        let idle = 850u64 << 20;
+        for name in ["light", "standard", "heavy"] {
+            let t = Tier::load(&paths, name).unwrap();
+            assert!(t.limits.memory_high > idle, "{name}: MemoryHigh too small");
+            assert!(t.limits.memory_max > t.limits.memory_high, "{name}");
+            assert!(
+                t.limits.tasks_max >= 64,
+                "{name}: an idle gateway runs 19 tasks"
+            );
+        }
+        assert_eq!(available(&paths), ["heavy", "light", "standard"]);
+    }
+
+    #[test]
+    fn unknown_tier_lists_the_choices() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Tier::load(&Paths::new(dir.path()), "huge").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("heavy, light, standard"), "{text}");
+        assert!(Tier::load(&Paths::new(dir.path()), "../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn local_override_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::create_dir_all(paths.local_tiers_dir()).unwrap();
+        std::fs::write(
+            paths.local_tiers_dir().join("light.toml"),
+            "description = \"x\"\nmemory_high = \"1G\"\nmemory_max = \"1G\"\ncpu_quota = \"25%\"\ntasks_max = 100\nv8_heap_mb = 384\n",
+        )
+        .unwrap();
+        let t = Tier::load(&paths, "light").unwrap();
+        assert_eq!(t.limits.cpu_quota_per_sec_usec, 250_000);
+        std::fs::write(paths.local_tiers_dir().join("bad.toml"), "memory_high = 1").unwrap();
+        let err = Tier::load(&paths, "bad").unwrap_err();
+        assert!(format!("{err:#}").contains("bad.toml"));
+    }
+}

@@ -1,0 +1,184 @@
+//! Port blocks: each tenant owns `block` consecutive ports starting at its
+//! gateway port. A block is free when no registered tenant's block overlaps
+//! it and nothing on the live system listens inside it.
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::config::PortsConfig;
+use crate::error::Error;
+use crate::tenant::Record;
+
+/// Ports with a TCP listener right now (IPv4 and IPv6), read from
+/// `/proc/net/tcp{,6}` under `root`.
+pub fn live_listeners(root: &Path) -> Result<BTreeSet<u16>> {
+    let mut ports = BTreeSet::new();
+    for file in ["proc/net/tcp", "proc/net/tcp6"] {
+        let path = root.join(file);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        ports.extend(parse_proc_net_tcp(&text));
+    }
+    Ok(ports)
+}
+
+/// Local ports of sockets in state LISTEN (0A) in a `/proc/net/tcp` table.
+pub fn parse_proc_net_tcp(text: &str) -> impl Iterator<Item = u16> + '_ {
+    text.lines().skip(1).filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1)?;
+        let state = fields.nth(1)?;
+        if state != "0A" {
+            return None;
+        }
+        let port_hex = local.rsplit(':').next()?;
+        u16::from_str_radix(port_hex, 16).ok()
+    })
+}
+
+fn overlaps(a_start: u16, b_start: u16, block: u16) -> bool {
+    let (a, b, n) = (u32::from(a_start), u32::from(b_start), u32::from(block));
+    a < b + n && b < a + n
+}
+
+/// Why the block at `port` cannot be used, if it cannot.
+fn conflict(
+    port: u16,
+    pool: &PortsConfig,
+    tenants: &[Record],
+    live: &BTreeSet<u16>,
+) -> Option<String> {
+    let last = u32::from(port) + u32::from(pool.block) - 1;
+    if let Some(t) = tenants
+        .iter()
+        .find(|t| overlaps(t.port, port, pool.block.max(t.block)))
+    {
+        return Some(format!(
+            "tenant {} has ports {}-{}",
+            t.name,
+            t.port,
+            t.last_port()
+        ));
+    }
+    live.range(port..=last.min(u32::from(u16::MAX)) as u16)
+        .next()
+        .map(|p| format!("a process is listening on port {p}"))
+}
+
+/// The first free block in the pool.
+pub fn allocate(
+    pool: &PortsConfig,
+    tenants: &[Record],
+    live: &BTreeSet<u16>,
+) -> Result<u16, Error> {
+    let mut port = u32::from(pool.start);
+    while port + u32::from(pool.block) - 1 <= u32::from(pool.end) {
+        let p = port as u16;
+        if conflict(p, pool, tenants, live).is_none() {
+            return Ok(p);
+        }
+        port += u32::from(pool.block);
+    }
+    Err(Error::PoolExhausted {
+        start: pool.start,
+        end: pool.end,
+        block: pool.block,
+    })
+}
+
+/// Check a port the operator asked for with `--port`.
+pub fn check_requested(
+    port: u16,
+    pool: &PortsConfig,
+    tenants: &[Record],
+    live: &BTreeSet<u16>,
+) -> Result<(), Error> {
+    if port < pool.start || u32::from(port) + u32::from(pool.block) - 1 > u32::from(pool.end) {
+        return Err(Error::PortOutsidePool {
+            port,
+            start: pool.start,
+            end: pool.end - (pool.block - 1),
+        });
+    }
+    match conflict(port, pool, tenants, live) {
+        Some(by) => Err(Error::PortTaken { port, by }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::TenantName;
+
+    const POOL: PortsConfig = PortsConfig {
+        start: 20000,
+        end: 20511,
+        block: 128,
+    };
+
+    fn t(name: &str, port: u16) -> Record {
+        Record {
+            name: TenantName::parse(name).unwrap(),
+            port,
+            block: 128,
+            tier: "standard".into(),
+            runtime: "1".into(),
+            created: String::new(),
+        }
+    }
+
+    #[test]
+    fn parses_listeners_v4_and_v6() {
+        let v4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000   999        0 1 1 0 10 0\n   1: 0100007F:4E21 0100007F:9C40 01 00000000:00000000 00:00000000 00000000   999        0 2 1 0 10 0\n";
+        let v6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000000000000000000001000000:4E84 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 10 0\n";
+        assert_eq!(parse_proc_net_tcp(v4).collect::<Vec<_>>(), [20000]);
+        assert_eq!(parse_proc_net_tcp(v6).collect::<Vec<_>>(), [20100]);
+    }
+
+    #[test]
+    fn allocates_first_free_block_spaced_by_block() {
+        let none = BTreeSet::new();
+        assert_eq!(allocate(&POOL, &[], &none).unwrap(), 20000);
+        let tenants = [t("alice", 20000)];
+        assert_eq!(allocate(&POOL, &tenants, &none).unwrap(), 20128);
+        // A stranger listening inside the second block skips it.
+        let live = BTreeSet::from([20200]);
+        assert_eq!(allocate(&POOL, &tenants, &live).unwrap(), 20256);
+    }
+
+    #[test]
+    fn exhausted_pool_says_so() {
+        let tenants = [t("a", 20000), t("b", 20128), t("c", 20256), t("d", 20384)];
+        let err = allocate(&POOL, &tenants, &BTreeSet::new()).unwrap_err();
+        assert!(matches!(err, Error::PoolExhausted { .. }), "{err}");
+    }
+
+    #[test]
+    fn requested_ports_are_checked() {
+        let none = BTreeSet::new();
+        let tenants = [t("alice", 20000)];
+        assert!(check_requested(20128, &POOL, &tenants, &none).is_ok());
+        let err = check_requested(20050, &POOL, &tenants, &none).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("tenant alice has ports 20000-20127"),
+            "{err}"
+        );
+        assert!(matches!(
+            check_requested(19999, &POOL, &[], &none),
+            Err(Error::PortOutsidePool { .. })
+        ));
+        assert!(matches!(
+            check_requested(20400, &POOL, &[], &none),
+            Err(Error::PortOutsidePool { .. })
+        ));
+        let live = BTreeSet::from([20130]);
+        let err = check_requested(20128, &POOL, &[], &live).unwrap_err();
+        assert!(err.to_string().contains("listening on port 20130"), "{err}");
+    }
+}

@@ -1,0 +1,182 @@
+//! The tenant's environment file, `/etc/ocusers/tenants/NAME.env`: root-only
+//! (0600), read by systemd through `EnvironmentFile=`, never passed in argv
+//! or `Environment=` (both visible to every local user).
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::fsutil;
+
+/// The key of the gateway token.
+pub const TOKEN_KEY: &str = "OPENCLAW_GATEWAY_TOKEN";
+/// The gateway port (the unit passes it as `--port`).
+pub const PORT_KEY: &str = "OCUSERS_PORT";
+/// V8 heap limit (`--max-old-space-size`), from the tier.
+pub const NODE_OPTIONS_KEY: &str = "NODE_OPTIONS";
+
+/// 256 bits from the OS random number generator, hex-encoded.
+pub fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).context("reading the OS random number generator")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `KEY=value` lines in order, with a header comment. Values are written
+/// bare: keys and values are checked so no value can start a new line or be
+/// re-interpreted by systemd's parser.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvFile {
+    entries: Vec<(String, String)>,
+}
+
+impl EnvFile {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        check_key(key)?;
+        check_value(key, value)?;
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.to_string(),
+            None => self.entries.push((key.to_string(), value.to_string())),
+        }
+        Ok(())
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(k, _)| k.as_str())
+    }
+
+    pub fn parse(text: &str) -> Result<EnvFile> {
+        let mut env = EnvFile::default();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                bail!("line {}: expected KEY=value", i + 1);
+            };
+            env.set(k.trim(), v.trim())
+                .with_context(|| format!("line {}", i + 1))?;
+        }
+        Ok(env)
+    }
+
+    pub fn render(&self, tenant: &str) -> String {
+        let mut out = format!(
+            "# ocusers: environment of tenant {tenant} (openclaw@{tenant}.service).\n\
+             # Root only (0600); systemd reads it through EnvironmentFile=.\n"
+        );
+        for (k, v) in &self.entries {
+            out.push_str(&format!("{k}={v}\n"));
+        }
+        out
+    }
+
+    pub fn load(path: &Path) -> Result<Option<EnvFile>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => EnvFile::parse(&text)
+                .map(Some)
+                .with_context(|| format!("parsing {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Write atomically, 0600, root-owned (we run as root).
+    pub fn store(&self, path: &Path, tenant: &str) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            fsutil::ensure_dir(dir, 0o700)?;
+        }
+        fsutil::write_atomic(path, self.render(tenant).as_bytes(), 0o600)
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    let ok = key.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+        && key
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        bail!("invalid key {key:?}: use upper-case letters, digits and '_', like OPENAI_API_KEY");
+    }
+    Ok(())
+}
+
+fn check_value(key: &str, value: &str) -> Result<()> {
+    // systemd's EnvironmentFile= parser treats quotes, backslashes and a
+    // trailing backslash specially; a newline would start a new assignment.
+    if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() || matches!(c, '"' | '\'' | '\\'))
+    {
+        bail!("the value of {key} contains {c:?}, which an environment file cannot hold safely");
+    }
+    if value != value.trim() {
+        bail!("the value of {key} has leading or trailing spaces");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_256_bit_hex_and_differ() {
+        let a = new_token().unwrap();
+        let b = new_token().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn round_trip_keeps_order_and_updates_in_place() {
+        let mut env = EnvFile::default();
+        env.set(PORT_KEY, "20000").unwrap();
+        env.set(TOKEN_KEY, "abc").unwrap();
+        env.set(PORT_KEY, "20128").unwrap();
+        let text = env.render("alice");
+        assert!(
+            text.ends_with("OCUSERS_PORT=20128\nOPENCLAW_GATEWAY_TOKEN=abc\n"),
+            "{text}"
+        );
+        assert_eq!(EnvFile::parse(&text).unwrap(), env);
+        assert_eq!(env.keys().collect::<Vec<_>>(), [PORT_KEY, TOKEN_KEY]);
+    }
+
+    #[test]
+    fn injection_is_refused() {
+        let mut env = EnvFile::default();
+        assert!(env.set("A", "x\nOPENCLAW_GATEWAY_TOKEN=evil").is_err());
+        assert!(env.set("A", "x\"y").is_err());
+        assert!(env.set("a-b", "x").is_err());
+        assert!(env.set("A B", "x").is_err());
+        assert!(env.get("A").is_none());
+    }
+
+    #[test]
+    fn stored_file_is_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants/alice.env");
+        let mut env = EnvFile::default();
+        env.set(TOKEN_KEY, &new_token().unwrap()).unwrap();
+        env.store(&path, "alice").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dmode, 0o700);
+        assert_eq!(EnvFile::load(&path).unwrap(), Some(env));
+    }
+}

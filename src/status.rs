@@ -1,0 +1,135 @@
+//! What `ocusers list` and `ocusers status` report: the registry's few facts
+//! joined with what systemd says now and what the gateway answers. The JSON
+//! shape is documented in README.md ("Output") and kept stable.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::health::{self, Readiness};
+use crate::paths;
+use crate::systemd::{Systemd, UnitInfo};
+use crate::tenant::Record;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantStatus {
+    pub name: String,
+    pub unit: String,
+    pub user: String,
+    pub port: u16,
+    pub ports: [u16; 2],
+    pub tier: String,
+    pub runtime: String,
+    pub created: String,
+    pub url: String,
+    /// systemd's ActiveState / SubState.
+    pub state: String,
+    pub sub_state: String,
+    pub enabled: String,
+    pub ready: bool,
+    pub readiness: Readiness,
+    pub main_pid: Option<u32>,
+    pub restarts: u32,
+    pub uptime_sec: Option<u64>,
+    pub memory: Memory,
+    pub cpu_usage_nsec: Option<u64>,
+    pub cpu_quota_per_sec_usec: Option<u64>,
+    pub tasks: Tasks,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub current: Option<u64>,
+    pub high: Option<u64>,
+    pub max: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tasks {
+    pub current: Option<u64>,
+    pub max: Option<u64>,
+}
+
+pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
+    let unit = paths::unit_name(&record.name);
+    let info: UnitInfo = sd.unit(&unit)?;
+    let readiness = if info.is_active() {
+        health::probe(record.port, Duration::from_millis(500))
+    } else {
+        Readiness::Unreachable(format!("unit is {}", info.active_state))
+    };
+    let uptime_sec = (info.is_active() && info.active_enter_usec > 0).then(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
+        now.saturating_sub(info.active_enter_usec) / 1_000_000
+    });
+    Ok(TenantStatus {
+        name: record.name.to_string(),
+        user: paths::user_name(&record.name),
+        port: record.port,
+        ports: [record.port, record.last_port()],
+        tier: record.tier.clone(),
+        runtime: record.runtime.clone(),
+        created: record.created.clone(),
+        url: format!("http://127.0.0.1:{}/", record.port),
+        state: info.active_state.clone(),
+        sub_state: info.sub_state.clone(),
+        enabled: info.unit_file_state.clone(),
+        ready: readiness.is_ready(),
+        readiness,
+        main_pid: (info.main_pid != 0).then_some(info.main_pid),
+        restarts: info.n_restarts,
+        uptime_sec,
+        memory: Memory {
+            current: info.memory_current,
+            high: info.memory_high,
+            max: info.memory_max,
+        },
+        cpu_usage_nsec: info.cpu_usage_nsec,
+        cpu_quota_per_sec_usec: info.cpu_quota_per_sec_usec,
+        tasks: Tasks {
+            current: info.tasks_current,
+            max: info.tasks_max,
+        },
+        unit,
+    })
+}
+
+/// `1.5G`, `800M`, `-` for not set.
+pub fn human_bytes(n: Option<u64>) -> String {
+    match n {
+        None => "-".into(),
+        Some(n) if n >= 1 << 30 => format!("{:.1}G", n as f64 / (1u64 << 30) as f64),
+        Some(n) if n >= 1 << 20 => format!("{}M", n >> 20),
+        Some(n) if n >= 1 << 10 => format!("{}K", n >> 10),
+        Some(n) => format!("{n}B"),
+    }
+}
+
+/// `3d4h`, `5m12s`, `-`.
+pub fn human_duration(secs: Option<u64>) -> String {
+    let Some(s) = secs else { return "-".into() };
+    match s {
+        s if s >= 86400 => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+        s if s >= 3600 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        s if s >= 60 => format!("{}m{}s", s / 60, s % 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humans() {
+        assert_eq!(human_bytes(Some(2 << 30)), "2.0G");
+        assert_eq!(human_bytes(Some(850 << 20)), "850M");
+        assert_eq!(human_bytes(None), "-");
+        assert_eq!(human_duration(Some(3725)), "1h2m");
+        assert_eq!(human_duration(Some(42)), "42s");
+        assert_eq!(human_duration(None), "-");
+    }
+}

@@ -1,0 +1,264 @@
+//! systemd, over D-Bus. A small trait in front of `zbus_systemd` so the rest
+//! of the library reads as operations on units; the real implementation
+//! calls the async proxies through `zbus::block_on` at this edge.
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use serde::Serialize;
+use zbus::names::InterfaceName;
+use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+use zbus_systemd::systemd1::ManagerProxy;
+
+use crate::policy::Limits;
+
+/// What ocusers reads about a unit. `None` where systemd reports "not set"
+/// or infinity (u64::MAX on the bus).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UnitInfo {
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub unit_file_state: String,
+    /// Microseconds since the epoch when the unit last became active; 0 if never.
+    pub active_enter_usec: u64,
+    pub main_pid: u32,
+    pub n_restarts: u32,
+    pub result: String,
+    pub memory_current: Option<u64>,
+    pub memory_high: Option<u64>,
+    pub memory_max: Option<u64>,
+    pub cpu_usage_nsec: Option<u64>,
+    pub cpu_quota_per_sec_usec: Option<u64>,
+    pub tasks_current: Option<u64>,
+    pub tasks_max: Option<u64>,
+    pub control_group: String,
+}
+
+pub trait Systemd {
+    fn unit(&self, unit: &str) -> Result<UnitInfo>;
+    /// `enabled`, `disabled`, ... as `systemctl is-enabled` says it.
+    fn unit_file_state(&self, unit: &str) -> Result<String>;
+    fn enable(&self, unit: &str) -> Result<()>;
+    fn disable(&self, unit: &str) -> Result<()>;
+    /// Start and wait for the job; an error if the job did not succeed.
+    fn start(&self, unit: &str) -> Result<()>;
+    fn stop(&self, unit: &str) -> Result<()>;
+    fn restart(&self, unit: &str) -> Result<()>;
+    /// Persistent (`runtime=false`) resource properties.
+    fn set_limits(&self, unit: &str, limits: &Limits) -> Result<()>;
+    fn reset_failed(&self, unit: &str) -> Result<()>;
+}
+
+pub struct DbusSystemd {
+    conn: Connection,
+}
+
+impl DbusSystemd {
+    pub fn connect() -> Result<DbusSystemd> {
+        let conn = zbus::block_on(Connection::system()).context(
+            "cannot reach systemd over the system D-Bus (ocusers needs systemd as PID 1 and dbus running)",
+        )?;
+        Ok(DbusSystemd { conn })
+    }
+
+    async fn manager(&self) -> Result<ManagerProxy<'_>> {
+        Ok(ManagerProxy::new(&self.conn).await?)
+    }
+
+    async fn get_all(
+        &self,
+        path: &OwnedObjectPath,
+        interface: &'static str,
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")
+            .path(path.clone())
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        Ok(props.get_all(InterfaceName::try_from(interface)?).await?)
+    }
+
+    async fn run_job(&self, unit: &str, verb: Verb) -> Result<()> {
+        let mgr = self.manager().await?;
+        // Listen before the job exists so its JobRemoved cannot be missed.
+        mgr.subscribe().await?;
+        let mut removed = mgr.receive_job_removed().await?;
+        let mode = "replace".to_string();
+        let job = match verb {
+            Verb::Start => mgr.start_unit(unit.into(), mode).await,
+            Verb::Stop => mgr.stop_unit(unit.into(), mode).await,
+            Verb::Restart => mgr.restart_unit(unit.into(), mode).await,
+        }?;
+        while let Some(signal) = removed.next().await {
+            let args = signal.args()?;
+            if *args.job() == job {
+                let result = args.result();
+                if result == "done" {
+                    return Ok(());
+                }
+                bail!(
+                    "{} job for {unit} ended with result {result:?}; see `systemctl status {unit}` and `journalctl -u {unit}`",
+                    verb.name()
+                );
+            }
+        }
+        bail!("lost the D-Bus connection while waiting for {unit}")
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Verb {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Verb {
+    fn name(self) -> &'static str {
+        match self {
+            Verb::Start => "start",
+            Verb::Stop => "stop",
+            Verb::Restart => "restart",
+        }
+    }
+}
+
+fn string(map: &HashMap<String, OwnedVariant>, key: &str) -> String {
+    map.get(key)
+        .and_then(|v| <&str>::try_from(v).ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn u64_of(map: &HashMap<String, OwnedVariant>, key: &str) -> Option<u64> {
+    map.get(key)
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|n| *n != u64::MAX)
+}
+
+fn u32_of(map: &HashMap<String, OwnedVariant>, key: &str) -> u32 {
+    map.get(key)
+        .and_then(|v| u32::try_from(v).ok())
+        .unwrap_or(0)
+}
+
+impl Systemd for DbusSystemd {
+    fn unit(&self, unit: &str) -> Result<UnitInfo> {
+        zbus::block_on(async {
+            let path = self.manager().await?.load_unit(unit.into()).await?;
+            let u = self.get_all(&path, "org.freedesktop.systemd1.Unit").await?;
+            let s = self
+                .get_all(&path, "org.freedesktop.systemd1.Service")
+                .await?;
+            anyhow::Ok(UnitInfo {
+                load_state: string(&u, "LoadState"),
+                active_state: string(&u, "ActiveState"),
+                sub_state: string(&u, "SubState"),
+                unit_file_state: string(&u, "UnitFileState"),
+                active_enter_usec: u64_of(&u, "ActiveEnterTimestamp").unwrap_or(0),
+                main_pid: u32_of(&s, "MainPID"),
+                n_restarts: u32_of(&s, "NRestarts"),
+                result: string(&s, "Result"),
+                memory_current: u64_of(&s, "MemoryCurrent"),
+                memory_high: u64_of(&s, "MemoryHigh"),
+                memory_max: u64_of(&s, "MemoryMax"),
+                cpu_usage_nsec: u64_of(&s, "CPUUsageNSec"),
+                cpu_quota_per_sec_usec: u64_of(&s, "CPUQuotaPerSecUSec"),
+                tasks_current: u64_of(&s, "TasksCurrent"),
+                tasks_max: u64_of(&s, "TasksMax"),
+                control_group: string(&s, "ControlGroup"),
+            })
+        })
+        .with_context(|| format!("reading {unit} from systemd"))
+    }
+
+    fn unit_file_state(&self, unit: &str) -> Result<String> {
+        zbus::block_on(async {
+            anyhow::Ok(
+                self.manager()
+                    .await?
+                    .get_unit_file_state(unit.into())
+                    .await?,
+            )
+        })
+        .with_context(|| format!("reading the unit file state of {unit}"))
+    }
+
+    fn enable(&self, unit: &str) -> Result<()> {
+        zbus::block_on(async {
+            self.manager()
+                .await?
+                .enable_unit_files(vec![unit.into()], false, false)
+                .await?;
+            anyhow::Ok(())
+        })
+        .with_context(|| format!("enabling {unit}"))
+    }
+
+    fn disable(&self, unit: &str) -> Result<()> {
+        zbus::block_on(async {
+            self.manager()
+                .await?
+                .disable_unit_files(vec![unit.into()], false)
+                .await?;
+            anyhow::Ok(())
+        })
+        .with_context(|| format!("disabling {unit}"))
+    }
+
+    fn start(&self, unit: &str) -> Result<()> {
+        zbus::block_on(self.run_job(unit, Verb::Start)).with_context(|| format!("starting {unit}"))
+    }
+
+    fn stop(&self, unit: &str) -> Result<()> {
+        zbus::block_on(self.run_job(unit, Verb::Stop)).with_context(|| format!("stopping {unit}"))
+    }
+
+    fn restart(&self, unit: &str) -> Result<()> {
+        zbus::block_on(self.run_job(unit, Verb::Restart))
+            .with_context(|| format!("restarting {unit}"))
+    }
+
+    fn set_limits(&self, unit: &str, limits: &Limits) -> Result<()> {
+        let props: Vec<(String, OwnedVariant)> = vec![
+            ("MemoryHigh".into(), OwnedVariant::from(limits.memory_high)),
+            ("MemoryMax".into(), OwnedVariant::from(limits.memory_max)),
+            (
+                "CPUQuotaPerSecUSec".into(),
+                OwnedVariant::from(limits.cpu_quota_per_sec_usec),
+            ),
+            ("TasksMax".into(), OwnedVariant::from(limits.tasks_max)),
+        ];
+        zbus::block_on(async {
+            self.manager()
+                .await?
+                .set_unit_properties(unit.into(), false, props)
+                .await?;
+            anyhow::Ok(())
+        })
+        .with_context(|| format!("setting resource limits on {unit}"))
+    }
+
+    fn reset_failed(&self, unit: &str) -> Result<()> {
+        zbus::block_on(async {
+            match self.manager().await?.reset_failed_unit(unit.into()).await {
+                // Not loaded: nothing to reset.
+                Err(zbus::Error::MethodError(name, _, _))
+                    if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+                {
+                    Ok(())
+                }
+                other => other.map_err(anyhow::Error::from),
+            }
+        })
+        .with_context(|| format!("resetting the failed state of {unit}"))
+    }
+}
+
+impl UnitInfo {
+    pub fn is_active(&self) -> bool {
+        self.active_state == "active" || self.active_state == "reloading"
+    }
+}

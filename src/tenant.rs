@@ -1,0 +1,291 @@
+//! Tenant names and the registry: the little that ocusers knows and systemd
+//! does not (port block, tier, runtime, creation time).
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::fsutil;
+use crate::paths::{MAX_USER_NAME, Paths, USER_PREFIX};
+
+/// Names a tenant may not take: system accounts, names that read as roles
+/// or services, and ocusers' and OpenClaw's own names.
+const RESERVED: &[&str] = &[
+    "root",
+    "daemon",
+    "bin",
+    "sys",
+    "sync",
+    "games",
+    "man",
+    "lp",
+    "mail",
+    "news",
+    "uucp",
+    "proxy",
+    "backup",
+    "list",
+    "irc",
+    "gnats",
+    "nobody",
+    "nogroup",
+    "admin",
+    "administrator",
+    "www",
+    "www-data",
+    "web",
+    "api",
+    "localhost",
+    "host",
+    "default",
+    "all",
+    "none",
+    "self",
+    "system",
+    "systemd",
+    "messagebus",
+    "sshd",
+    "postmaster",
+    "hostmaster",
+    "webmaster",
+    "support",
+    "security",
+    "staff",
+    "users",
+    "operator",
+    "caddy",
+    "nginx",
+    "openclaw",
+    "ocusers",
+    "oc",
+    "tenant",
+    "tenants",
+    "runtime",
+    "runtimes",
+    "by-tenant",
+    "archive",
+];
+
+/// A validated tenant name: a DNS label that also makes a valid Linux user
+/// name with the `oc-` prefix and a systemd instance name that needs no
+/// escaping.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantName(String);
+
+impl TenantName {
+    pub fn max_len() -> usize {
+        MAX_USER_NAME - USER_PREFIX.len()
+    }
+
+    pub fn parse(raw: &str) -> Result<TenantName, Error> {
+        let bad = |reason: String| Error::InvalidName {
+            name: raw.to_string(),
+            reason,
+        };
+        let rule = "use lower-case letters, digits and '-', starting with a letter (like alice or bob-smith)";
+        if raw.is_empty() {
+            return Err(bad(format!("the name is empty; {rule}")));
+        }
+        if raw.len() > Self::max_len() {
+            return Err(bad(format!(
+                "longer than {} characters (the user name {USER_PREFIX}NAME must fit in {MAX_USER_NAME}); choose a shorter name",
+                Self::max_len()
+            )));
+        }
+        if let Some(c) = raw
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            let what = if c.is_ascii_uppercase() {
+                "upper-case letters are not allowed".to_string()
+            } else {
+                format!("character {c:?} is not allowed")
+            };
+            return Err(bad(format!("{what}; {rule}")));
+        }
+        if !raw.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Err(bad(format!("it must start with a letter; {rule}")));
+        }
+        if raw.ends_with('-') {
+            return Err(bad(format!("it must not end with '-'; {rule}")));
+        }
+        if raw.contains("--") {
+            return Err(bad(format!("'--' is not allowed; {rule}")));
+        }
+        if RESERVED.contains(&raw) || raw.starts_with(USER_PREFIX) {
+            return Err(bad(
+                "this name is reserved (a system account, role or ocusers' own name); choose another"
+                    .to_string(),
+            ));
+        }
+        Ok(TenantName(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for TenantName {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self, Error> {
+        TenantName::parse(&s)
+    }
+}
+
+impl From<TenantName> for String {
+    fn from(n: TenantName) -> String {
+        n.0
+    }
+}
+
+/// One tenant's registry entry, `/var/lib/ocusers/tenants/NAME.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub name: TenantName,
+    /// First port of the tenant's block; the gateway listens here.
+    pub port: u16,
+    /// Ports reserved from `port` on, for the ports OpenClaw derives.
+    pub block: u16,
+    pub tier: String,
+    /// OpenClaw version the tenant runs.
+    pub runtime: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+}
+
+impl Record {
+    pub fn last_port(&self) -> u16 {
+        self.port.saturating_add(self.block.saturating_sub(1))
+    }
+}
+
+pub fn load(paths: &Paths, name: &TenantName) -> Result<Option<Record>> {
+    read_record(&paths.registry_file(name))
+}
+
+fn read_record(path: &Path) -> Result<Option<Record>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let record = toml::from_str(&text).map_err(|e| Error::BadFile {
+        path: path.to_path_buf(),
+        message: e.message().to_string(),
+    })?;
+    Ok(Some(record))
+}
+
+pub fn save(paths: &Paths, record: &Record) -> Result<()> {
+    fsutil::ensure_dir(&paths.registry_dir(), 0o755)?;
+    let text = format!(
+        "# ocusers registry entry; systemd holds the runtime state (systemctl status {}).\n{}",
+        crate::paths::unit_name(&record.name),
+        toml::to_string(record).context("serialising registry entry")?
+    );
+    fsutil::write_atomic(&paths.registry_file(&record.name), text.as_bytes(), 0o644)
+}
+
+pub fn remove(paths: &Paths, name: &TenantName) -> Result<()> {
+    fsutil::remove_file(&paths.registry_file(name))
+}
+
+/// Every registered tenant, by name.
+pub fn list(paths: &Paths) -> Result<Vec<Record>> {
+    let dir = paths.registry_dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut records = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", dir.display()))?
+            .path();
+        if path.extension().is_some_and(|e| e == "toml")
+            && let Some(r) = read_record(&path)?
+        {
+            records.push(r);
+        }
+    }
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_dns_labels() {
+        for ok in [
+            "alice",
+            "bob",
+            "bob-smith",
+            "a",
+            "x1",
+            "team-42",
+            &"a".repeat(29),
+        ] {
+            assert!(TenantName::parse(ok).is_ok(), "{ok} should be accepted");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        let long = "a".repeat(30);
+        for bad in [
+            "", &long, "Alice", "1abc", "-abc", "abc-", "a--b", "..", "a/b", "a b", "a;b", "a$b",
+            "a`b", "é", "ålice", "a.b", "a_b", "root", "daemon", "nobody", "admin", "www", "oc",
+            "oc-alice", "openclaw",
+        ] {
+            let err = TenantName::parse(bad).expect_err(bad);
+            let text = err.to_string();
+            assert!(!text.contains('\n'), "one line: {text}");
+            assert!(text.starts_with("invalid tenant name"), "{text}");
+        }
+    }
+
+    #[test]
+    fn registry_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        assert!(list(&paths).unwrap().is_empty());
+        let rec = Record {
+            name: TenantName::parse("alice").unwrap(),
+            port: 20000,
+            block: 128,
+            tier: "standard".into(),
+            runtime: "2026.9.6".into(),
+            created: "2026-11-22T00:00:00Z".into(),
+        };
+        save(&paths, &rec).unwrap();
+        assert_eq!(load(&paths, &rec.name).unwrap(), Some(rec.clone()));
+        assert_eq!(list(&paths).unwrap(), vec![rec.clone()]);
+        assert_eq!(rec.last_port(), 20127);
+        remove(&paths, &rec.name).unwrap();
+        remove(&paths, &rec.name).unwrap();
+        assert!(load(&paths, &rec.name).unwrap().is_none());
+    }
+
+    #[test]
+    fn corrupt_registry_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::create_dir_all(paths.registry_dir()).unwrap();
+        std::fs::write(paths.registry_dir().join("bad.toml"), "port = ").unwrap();
+        let err = list(&paths).unwrap_err();
+        assert!(format!("{err:#}").contains("bad.toml"), "{err:#}");
+    }
+}
