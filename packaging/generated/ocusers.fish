@@ -1,0 +1,88 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_ocusers_global_optspecs
+    string join \n v/verbose h/help V/version
+end
+
+function __fish_ocusers_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_ocusers_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_ocusers_using_subcommand
+    set -l cmd (__fish_ocusers_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c ocusers -n "__fish_ocusers_needs_command" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ocusers -n "__fish_ocusers_needs_command" -s V -l version -d 'Print version'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "add" -d 'Create a tenant and start its gateway: user, state, config, token, port block, unit'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "remove" -d 'Stop a tenant\'s gateway and remove the tenant (state archived unless --purge)'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "list" -d 'One line per tenant: state, readiness, port, tier, memory, uptime'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "status" -d 'Details of one tenant or all, read from systemd and the gateway'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "start" -d 'Start tenants\' gateways and wait until they are ready (like `systemctl start openclaw@NAME`)'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "stop" -d 'Stop tenants\' gateways (like `systemctl stop openclaw@NAME`)'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "restart" -d 'Restart tenants\' gateways and wait until they are ready'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "runtime" -d 'Install and list OpenClaw runtimes (Node + the openclaw package)'
+complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l tier -d 'Resource tier (light, standard, heavy, or one of /etc/ocusers/tiers)' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l port -d 'Gateway port (first of the tenant\'s block); allocated from the pool if left out' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l no-start -d 'Create and enable the tenant but do not start its gateway'
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l dry-run -d 'Print the plan and change nothing'
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand remove" -l purge -d 'Delete the tenant\'s state instead of archiving it'
+complete -c ocusers -n "__fish_ocusers_using_subcommand remove" -l dry-run -d 'Print the plan and change nothing'
+complete -c ocusers -n "__fish_ocusers_using_subcommand remove" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand remove" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand list" -l json -d 'Print JSON (shape documented in README.md, "Output")'
+complete -c ocusers -n "__fish_ocusers_using_subcommand list" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand list" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand status" -l json -d 'Print JSON (shape documented in README.md, "Output")'
+complete -c ocusers -n "__fish_ocusers_using_subcommand status" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand status" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand start" -l all -d 'Every tenant'
+complete -c ocusers -n "__fish_ocusers_using_subcommand start" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand start" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand stop" -l all -d 'Every tenant'
+complete -c ocusers -n "__fish_ocusers_using_subcommand stop" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand restart" -l all -d 'Every tenant'
+complete -c ocusers -n "__fish_ocusers_using_subcommand restart" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand restart" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_seen_subcommand_from install list help" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_seen_subcommand_from install list help" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_seen_subcommand_from install list help" -f -a "install" -d 'Install Node and OpenClaw from the npm registry into a shared, read-only prefix and make it the default for new tenants'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_seen_subcommand_from install list help" -f -a "list" -d 'Installed runtimes, the default, and which tenants use each'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_seen_subcommand_from install list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from install" -l version -d 'OpenClaw version (default: the registry\'s latest)' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from install" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from install" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from list" -l json -d 'Print JSON (shape documented in README.md, "Output")'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from help" -f -a "install" -d 'Install Node and OpenClaw from the npm registry into a shared, read-only prefix and make it the default for new tenants'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from help" -f -a "list" -d 'Installed runtimes, the default, and which tenants use each'
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "add" -d 'Create a tenant and start its gateway: user, state, config, token, port block, unit'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "remove" -d 'Stop a tenant\'s gateway and remove the tenant (state archived unless --purge)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "list" -d 'One line per tenant: state, readiness, port, tier, memory, uptime'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "status" -d 'Details of one tenant or all, read from systemd and the gateway'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "start" -d 'Start tenants\' gateways and wait until they are ready (like `systemctl start openclaw@NAME`)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "stop" -d 'Stop tenants\' gateways (like `systemctl stop openclaw@NAME`)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "restart" -d 'Restart tenants\' gateways and wait until they are ready'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "runtime" -d 'Install and list OpenClaw runtimes (Node + the openclaw package)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart runtime help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and __fish_seen_subcommand_from runtime" -f -a "install" -d 'Install Node and OpenClaw from the npm registry into a shared, read-only prefix and make it the default for new tenants'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and __fish_seen_subcommand_from runtime" -f -a "list" -d 'Installed runtimes, the default, and which tenants use each'

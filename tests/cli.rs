@@ -1,0 +1,236 @@
+//! The command line through the built binary: every bad input gets a
+//! one-line error, a non-zero exit status, and changes nothing. These run
+//! anywhere (root or not): the binary works in a temporary root
+//! (`OCUSERS_ROOT`) and never gets as far as creating users or units.
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ocusers(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ocusers"))
+        .args(args)
+        .env("OCUSERS_ROOT", root)
+        .env_remove("OCUSERS_LOG")
+        .output()
+        .expect("run ocusers")
+}
+
+/// Every file under `root`, to prove a failed command left nothing behind.
+fn tree(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            out.push(e.path().strip_prefix(root).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn passwd() -> String {
+    std::fs::read_to_string("/etc/passwd").unwrap()
+        + &std::fs::read_to_string("/etc/group").unwrap()
+}
+
+/// Assert a failure with one line on stderr that contains `needle`.
+fn assert_fails(out: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status; stderr: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    assert!(stderr.starts_with("ocusers: "), "{stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in {stderr:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_tenant_names_are_refused_and_change_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let users_before = passwd();
+    let long = "a".repeat(30);
+    let bad = [
+        ("", "empty"),
+        (long.as_str(), "longer than 29"),
+        ("Alice", "upper-case"),
+        ("1alice", "start with a letter"),
+        ("-alice", "start with a letter"),
+        ("..", "not allowed"),
+        ("a/b", "not allowed"),
+        ("../etc", "not allowed"),
+        ("a b", "not allowed"),
+        ("a;rm -rf", "not allowed"),
+        ("$(id)", "not allowed"),
+        ("a`b`", "not allowed"),
+        ("a|b", "not allowed"),
+        ("a&b", "not allowed"),
+        ("a*", "not allowed"),
+        ("ålice", "not allowed"),
+        ("алиса", "not allowed"),
+        ("a\nb", "not allowed"),
+        ("alice-", "end with '-'"),
+        ("root", "reserved"),
+        ("daemon", "reserved"),
+        ("nobody", "reserved"),
+        ("admin", "reserved"),
+        ("www", "reserved"),
+        ("oc", "reserved"),
+        ("oc-alice", "reserved"),
+    ];
+    for (name, why) in bad {
+        for cmd in [
+            // `--` so that "-alice" reaches the name check instead of clap.
+            vec!["add", "--", name],
+            vec!["add", "--dry-run", "--", name],
+            vec!["remove", "--", name],
+            vec!["status", "--", name],
+            vec!["start", "--", name],
+        ] {
+            let out = ocusers(root.path(), &cmd);
+            assert_fails(&out, 2, "invalid tenant name");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains(why),
+                "{cmd:?}: expected {why:?} in {stderr}"
+            );
+        }
+    }
+    assert!(tree(root.path()).is_empty(), "{:?}", tree(root.path()));
+    assert_eq!(passwd(), users_before, "no user or group was made");
+}
+
+#[test]
+fn names_of_existing_accounts_are_refused() {
+    // Every Debian system has these accounts; none is in the reserved list.
+    let root = tempfile::tempdir().unwrap();
+    for name in ["sys", "bin"] {
+        let out = ocusers(root.path(), &["add", name]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+    }
+}
+
+#[test]
+fn unknown_tier_lists_the_tiers() {
+    let root = tempfile::tempdir().unwrap();
+    let out = ocusers(root.path(), &["add", "alice", "--tier", "huge"]);
+    assert_fails(
+        &out,
+        2,
+        "unknown tier \"huge\": choose one of heavy, light, standard",
+    );
+    assert!(tree(root.path()).is_empty());
+}
+
+#[test]
+fn ports_outside_the_pool_or_taken_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    for port in ["80", "19999", "32700", "65535"] {
+        let out = ocusers(root.path(), &["add", "alice", "--port", port]);
+        assert_fails(&out, 2, "outside the port pool 20000-32640");
+    }
+    let out = ocusers(root.path(), &["add", "alice", "--port", "70000"]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses a non-u16");
+    assert!(tree(root.path()).is_empty());
+
+    // A registered tenant's block is taken.
+    let reg = root.path().join("var/lib/ocusers/tenants");
+    std::fs::create_dir_all(&reg).unwrap();
+    std::fs::write(
+        reg.join("alice.toml"),
+        "name = \"alice\"\nport = 20000\nblock = 128\ntier = \"standard\"\nruntime = \"1\"\ncreated = \"x\"\n",
+    )
+    .unwrap();
+    let before = tree(root.path());
+    for port in ["20000", "20100"] {
+        let out = ocusers(root.path(), &["add", "bob", "--port", port]);
+        assert_fails(&out, 1, "is taken: tenant alice has ports 20000-20127");
+    }
+    // The existing tenant keeps its port; asking for another is a conflict.
+    let out = ocusers(root.path(), &["add", "alice", "--port", "20128"]);
+    assert_fails(&out, 1, "already exists with port 20000");
+    let out = ocusers(root.path(), &["add", "alice", "--tier", "heavy"]);
+    assert_fails(&out, 1, "already exists with tier standard");
+    assert_eq!(tree(root.path()), before);
+}
+
+#[test]
+fn bad_host_config_is_named() {
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/ocusers");
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("ocusers.toml"), "[ports]\nstart = \"x\"\n").unwrap();
+    let out = ocusers(root.path(), &["add", "alice"]);
+    assert_fails(&out, 1, "ocusers.toml");
+}
+
+#[test]
+fn changing_commands_need_root_and_say_how() {
+    let root = tempfile::tempdir().unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocusers"));
+        cmd.args(args).env("OCUSERS_ROOT", root.path());
+        if nix::unistd::geteuid().is_root() {
+            // Drop to nobody (65534), as an unprivileged operator would be;
+            // std clears the supplementary groups when it sets the uid.
+            cmd.uid(65534).gid(65534);
+        }
+        cmd.output().unwrap()
+    };
+    for (args, verb) in [
+        (vec!["add", "alice"], "add"),
+        (vec!["remove", "alice"], "remove"),
+        (vec!["start", "--all"], "start"),
+        (vec!["stop", "alice"], "stop"),
+        (vec!["restart", "alice"], "restart"),
+        (vec!["runtime", "install"], "runtime install"),
+    ] {
+        let out = as_nobody(&args);
+        assert_fails(
+            &out,
+            1,
+            &format!("`ocusers {verb}` must run as root: try `sudo ocusers {verb}"),
+        );
+    }
+    assert!(tree(root.path()).is_empty(), "{:?}", tree(root.path()));
+    // Reading needs no root.
+    let out = as_nobody(&["list"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no tenants yet"));
+    let out = as_nobody(&["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"tenants": []}));
+    let out = as_nobody(&["runtime", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"runtimes": []}));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let root = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["add"],
+        vec!["frobnicate"],
+        vec!["start"],
+        vec!["start", "alice", "--all"],
+    ] {
+        let out = ocusers(root.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+    }
+    let out = ocusers(root.path(), &["status", "nosuch"]);
+    assert_fails(&out, 1, "no tenant named \"nosuch\": see `ocusers list`");
+}

@@ -1,0 +1,117 @@
+//! Golden files for everything ocusers renders: the tenant's OpenClaw
+//! config, its environment file, its registry entry, and the man page and
+//! shell completions generated from the clap definitions (shipped in the
+//! .deb from packaging/generated/). `UPDATE_GOLDEN=1 cargo test --test
+//! golden` rewrites them; review the diff before committing.
+use std::path::{Path, PathBuf};
+
+use ocusers::paths::Paths;
+use ocusers::secrets::{self, EnvFile};
+use ocusers::tenant::{self, Record, TenantName};
+
+fn check(rel: &str, actual: &[u8]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{rel}: {e}; run `UPDATE_GOLDEN=1 cargo test --test golden`"));
+    assert!(
+        expected == actual,
+        "{rel} differs from what the code renders; run `UPDATE_GOLDEN=1 cargo test --test golden` and review the diff.\n--- rendered:\n{}",
+        String::from_utf8_lossy(actual)
+    );
+}
+
+#[test]
+fn tenant_openclaw_config() {
+    let text = ocusers::openclaw_config::render(Path::new("/var/lib/openclaw/alice"), 20000);
+    check("tests/golden/openclaw.json", text.as_bytes());
+    // It must be JSON and carry no secret, only the reference to one.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["gateway"]["auth"]["token"], "${OPENCLAW_GATEWAY_TOKEN}");
+    assert_eq!(v["gateway"]["bind"], "loopback");
+}
+
+#[test]
+fn tenant_env_file() {
+    let mut env = EnvFile::default();
+    env.set(secrets::TOKEN_KEY, &"0".repeat(64)).unwrap();
+    env.set(secrets::PORT_KEY, "20000").unwrap();
+    env.set(secrets::NODE_OPTIONS_KEY, "--max-old-space-size=1024")
+        .unwrap();
+    check("tests/golden/alice.env", env.render("alice").as_bytes());
+}
+
+#[test]
+fn registry_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
+    let name = TenantName::parse("alice").unwrap();
+    let record = Record {
+        name: name.clone(),
+        port: 20000,
+        block: 128,
+        tier: "standard".into(),
+        runtime: "2026.9.6".into(),
+        created: "2026-11-22T23:00:00Z".into(),
+    };
+    tenant::save(&paths, &record).unwrap();
+    check(
+        "tests/golden/registry-alice.toml",
+        &std::fs::read(paths.registry_file(&name)).unwrap(),
+    );
+}
+
+#[test]
+fn man_pages() {
+    // ocusers.1 plus one page per subcommand (ocusers-add.1, ...).
+    let dir = tempfile::tempdir().unwrap();
+    clap_mangen::generate_to(ocusers::cli::command(), dir.path()).unwrap();
+    let mut pages: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    pages.sort();
+    for sub in [
+        "ocusers.1",
+        "ocusers-add.1",
+        "ocusers-remove.1",
+        "ocusers-runtime-install.1",
+    ] {
+        assert!(pages.iter().any(|p| p == sub), "{sub} in {pages:?}");
+    }
+    for page in &pages {
+        check(
+            &format!("packaging/generated/man/{page}"),
+            &std::fs::read(dir.path().join(page)).unwrap(),
+        );
+    }
+    // No stale page left in the package.
+    let shipped = std::fs::read_dir(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("packaging/generated/man"),
+    )
+    .unwrap()
+    .count();
+    assert_eq!(
+        shipped,
+        pages.len(),
+        "packaging/generated/man has stale pages"
+    );
+}
+
+#[test]
+fn shell_completions() {
+    use clap_complete::Shell;
+    for (shell, file) in [
+        (Shell::Bash, "ocusers.bash"),
+        (Shell::Zsh, "_ocusers"),
+        (Shell::Fish, "ocusers.fish"),
+    ] {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut ocusers::cli::command(), "ocusers", &mut buf);
+        check(&format!("packaging/generated/{file}"), &buf);
+    }
+}

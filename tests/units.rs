@@ -1,0 +1,103 @@
+//! The shipped units state the decisions that keep tenants apart. These
+//! checks read the files; the system tier proves them on a real systemd with
+//! the real gateway (and `systemd-analyze security`).
+use std::path::PathBuf;
+
+fn unit(name: &str) -> Vec<(String, String)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("units")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("{name}: {l}"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn values<'a>(u: &'a [(String, String)], key: &str) -> Vec<&'a str> {
+    u.iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn template_identity_and_supervision() {
+    let u = unit("openclaw@.service");
+    for (key, want) in [
+        ("User", "oc-%i"),
+        ("Group", "oc-%i"),
+        ("Slice", "openclaw.slice"),
+        ("PartOf", "openclaw.target"),
+        ("WantedBy", "openclaw.target"),
+        ("EnvironmentFile", "/etc/ocusers/tenants/%i.env"),
+        ("Restart", "on-failure"),
+        ("RestartPreventExitStatus", "78"),
+        ("StateDirectoryMode", "0700"),
+        ("UMask", "0077"),
+        ("MemorySwapMax", "0"),
+    ] {
+        assert_eq!(values(&u, key), [want], "{key}");
+    }
+    // Secrets only through the root-only file: no Environment= line may
+    // carry a token or key (Environment= is readable over D-Bus by anyone).
+    for env in values(&u, "Environment") {
+        let upper = env.to_uppercase();
+        assert!(
+            !upper.contains("TOKEN") && !upper.contains("KEY") && !upper.contains("PASSWORD"),
+            "{env}"
+        );
+    }
+    let exec = values(&u, "ExecStart")[0];
+    assert!(exec.contains("--bind loopback"), "{exec}");
+    assert!(exec.contains("${OCUSERS_PORT}"), "{exec}");
+    assert!(!exec.contains("token"), "{exec}");
+}
+
+#[test]
+fn template_sandbox() {
+    let u = unit("openclaw@.service");
+    for key in [
+        "NoNewPrivileges",
+        "PrivateTmp",
+        "PrivateDevices",
+        "ProtectHome",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+        "RestrictRealtime",
+        "RestrictNamespaces",
+        "LockPersonality",
+    ] {
+        assert_eq!(values(&u, key), ["yes"], "{key}");
+    }
+    assert_eq!(values(&u, "ProtectSystem"), ["strict"]);
+    assert_eq!(values(&u, "ProtectProc"), ["invisible"]);
+    assert_eq!(values(&u, "CapabilityBoundingSet"), [""]);
+    assert!(values(&u, "SystemCallFilter").contains(&"@system-service"));
+    // Known to break the real gateway (README, "Sandbox"): must stay off.
+    assert!(
+        values(&u, "RestrictSUIDSGID").is_empty(),
+        "breaks openat2 in the gateway"
+    );
+    assert!(
+        values(&u, "MemoryDenyWriteExecute").is_empty(),
+        "breaks V8's JIT"
+    );
+}
+
+#[test]
+fn target_and_slice() {
+    let t = unit("openclaw.target");
+    assert_eq!(values(&t, "WantedBy"), ["multi-user.target"]);
+    let s = unit("openclaw.slice");
+    assert!(values(&s, "Description")[0].contains("OpenClaw"));
+}
