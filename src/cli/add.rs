@@ -43,52 +43,16 @@ pub struct AddArgs {
 
 pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
     let name = TenantName::parse(&args.name)?;
-    privilege::require_root("add")?;
     let cfg = HostConfig::load(paths)?;
+    // Everything the command line can get wrong is checked before the
+    // privilege check and the lock, read-only, so bad input never needs root
+    // and never changes anything; it is checked again under the lock.
+    resolve(paths, &cfg, &name, &args)?;
+    privilege::require_root("add")?;
     let _lock = HostLock::acquire(paths)?;
-    let existing = tenant::load(paths, &name)?;
+    let (existing, tier, port) = resolve(paths, &cfg, &name, &args)?;
     let user = paths::user_name(&name);
     check_identity(&name, &user, existing.is_some())?;
-
-    let tier_name = match (&existing, &args.tier) {
-        (Some(r), Some(t)) if *t != r.tier => {
-            return Err(Error::Conflict {
-                name: name.to_string(),
-                what: format!("tier {}", r.tier),
-            }
-            .into());
-        }
-        (Some(r), _) => r.tier.clone(),
-        (None, t) => t
-            .clone()
-            .unwrap_or_else(|| cfg.tenants.default_tier.clone()),
-    };
-    let tier = Tier::load(paths, &tier_name)?;
-
-    let others: Vec<Record> = tenant::list(paths)?
-        .into_iter()
-        .filter(|r| r.name != name)
-        .collect();
-    let port = match (&existing, args.port) {
-        (Some(r), Some(p)) if p != r.port => {
-            return Err(Error::Conflict {
-                name: name.to_string(),
-                what: format!("port {}", r.port),
-            }
-            .into());
-        }
-        (Some(r), _) => r.port,
-        (None, requested) => {
-            let live = ports::live_listeners(paths.root())?;
-            match requested {
-                Some(p) => {
-                    ports::check_requested(p, &cfg.ports, &others, &live)?;
-                    p
-                }
-                None => ports::allocate(&cfg.ports, &others, &live)?,
-            }
-        }
-    };
 
     let runtime_version = match &existing {
         Some(r) => r.runtime.clone(),
@@ -177,6 +141,53 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         l.tasks_max
     );
     Ok(())
+}
+
+/// The tenant's registry entry (if it exists), tier and port, from the
+/// command line, the registry and the live system.
+fn resolve(
+    paths: &Paths,
+    cfg: &HostConfig,
+    name: &TenantName,
+    args: &AddArgs,
+) -> Result<(Option<Record>, Tier, u16)> {
+    let existing = tenant::load(paths, name)?;
+    let tier_name = match (&existing, &args.tier) {
+        (Some(r), Some(t)) if *t != r.tier => {
+            return Err(Error::Conflict {
+                name: name.to_string(),
+                what: format!("tier {}", r.tier),
+            }
+            .into());
+        }
+        (Some(r), _) => r.tier.clone(),
+        (None, t) => t
+            .clone()
+            .unwrap_or_else(|| cfg.tenants.default_tier.clone()),
+    };
+    let tier = Tier::load(paths, &tier_name)?;
+    let port = match (&existing, args.port) {
+        (Some(r), Some(p)) if p != r.port => {
+            return Err(Error::Conflict {
+                name: name.to_string(),
+                what: format!("port {}", r.port),
+            }
+            .into());
+        }
+        (Some(r), _) => r.port,
+        (None, requested) => {
+            let others = tenant::list(paths)?;
+            let live = ports::live_listeners(paths.root())?;
+            match requested {
+                Some(p) => {
+                    ports::check_requested(p, &cfg.ports, &others, &live)?;
+                    p
+                }
+                None => ports::allocate(&cfg.ports, &others, &live)?,
+            }
+        }
+    };
+    Ok((existing, tier, port))
 }
 
 /// A tenant's user must be ours: refuse names of existing accounts and an
