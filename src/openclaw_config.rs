@@ -1,8 +1,8 @@
 //! The tenant's OpenClaw configuration, `$STATE/openclaw.json`, written once
 //! when the tenant is created and then the tenant's own (the gateway and
 //! `openclaw config set` edit it). The token is not in it: the config refers
-//! to `${OPENCLAW_GATEWAY_TOKEN}`, which systemd sets from the root-only
-//! environment file.
+//! to the environment variable `OPENCLAW_GATEWAY_TOKEN`, which systemd sets
+//! from the root-only environment file.
 use std::path::Path;
 
 use serde_json::json;
@@ -20,7 +20,14 @@ pub fn render(state_dir: &Path, port: u16) -> String {
             "bind": "loopback",
             "auth": {
                 "mode": "token",
-                "token": "${OPENCLAW_GATEWAY_TOKEN}",
+                // A secret reference, not the value: the gateway reads the
+                // token from its environment (`openclaw doctor` flags a
+                // "${VAR}" string as a plaintext secret).
+                "token": {
+                    "source": "env",
+                    "provider": "default",
+                    "id": crate::secrets::TOKEN_KEY,
+                },
             },
             "trustedProxies": TRUSTED_PROXIES,
         },
@@ -28,6 +35,11 @@ pub fn render(state_dir: &Path, port: u16) -> String {
             "defaults": {
                 "workspace": format!("{state}/workspace"),
             },
+        },
+        // The `gateway` tool updates and restarts the gateway itself; under
+        // ocusers the runtime is read-only and systemd supervises.
+        "tools": {
+            "deny": ["gateway"],
         },
         "logging": {
             "file": format!("{state}/logs/openclaw.log"),

@@ -111,12 +111,16 @@ impl<'a> Plan<'a> {
                     }
                 });
             if let Err(err) = result {
+                let mut reverted = 0;
+                let mut failed = Vec::new();
                 for done in applied.iter().rev() {
                     if let Some(revert) = &done.revert {
-                        tracing::warn!(step = %done.what, "rolling back");
+                        tracing::info!(step = %done.what, "rolling back");
                         if let Err(e) = revert() {
                             tracing::error!(step = %done.what, "rollback failed: {e:#}");
+                            failed.push(done.what.clone());
                         } else {
+                            reverted += 1;
                             crate::logging::record(
                                 &self.tenant,
                                 &format!("{}-rollback", self.action),
@@ -125,7 +129,19 @@ impl<'a> Plan<'a> {
                         }
                     }
                 }
-                return Err(err);
+                // One line for the operator: what failed and what was undone.
+                return Err(if failed.is_empty() {
+                    err.context(format!(
+                        "{} ({reverted} completed steps rolled back)",
+                        self.action
+                    ))
+                } else {
+                    err.context(format!(
+                        "{} (rollback incomplete: could not undo {}; re-run the command to repair)",
+                        self.action,
+                        failed.join(", ")
+                    ))
+                });
             }
         }
         Ok(outcome)
@@ -197,7 +213,10 @@ mod tests {
             || anyhow::bail!("disk full"),
         ));
         let err = plan.apply().unwrap_err();
-        assert_eq!(format!("{err:#}"), "failed to boom: disk full");
+        assert_eq!(
+            format!("{err:#}"),
+            "test (2 completed steps rolled back): failed to boom: disk full"
+        );
         assert_eq!(
             *log.borrow(),
             ["apply one", "apply two", "revert two", "revert one"]

@@ -121,8 +121,9 @@ pub enum InstallOutcome {
 }
 
 /// Install `version` (or the registry's latest) and make it the default for
-/// new tenants. Package install scripts are never run (`--ignore-scripts`):
-/// this runs as root, and the gateway needs none of them.
+/// new tenants. npm runs no install scripts (`--ignore-scripts`); OpenClaw's
+/// own deferred postinstall is then completed once (see
+/// [`complete_lifecycle`]), so no tenant ever needs to write the prefix.
 pub fn install(
     paths: &Paths,
     cfg: &RuntimeConfig,
@@ -216,8 +217,41 @@ fn stage(npm: &Path, prefix: &Path, cfg: &RuntimeConfig, version: &str) -> Resul
             openclaw_entry(prefix).display()
         );
     }
+    complete_lifecycle(&node, prefix)?;
     make_read_only_to_others(prefix)?;
     Ok(node_version)
+}
+
+/// With install scripts skipped, OpenClaw leaves `.openclaw-lifecycle-pending`
+/// in its package and finishes its postinstall at its first run. Tenants
+/// cannot write the shared prefix, so that first run happens here, as part
+/// of the install, while the prefix is still root's staging directory
+/// (`openclaw --version`, with a throw-away HOME and TMPDIR).
+fn complete_lifecycle(node: &Path, prefix: &Path) -> Result<()> {
+    let pending = prefix.join("node_modules/openclaw/.openclaw-lifecycle-pending");
+    if !pending.exists() {
+        return Ok(());
+    }
+    let home = prefix.join(".install-home");
+    fsutil::ensure_dir(&home, 0o700)?;
+    let result = process::run(
+        Command::new(node)
+            .arg(openclaw_entry(prefix))
+            .arg("--version")
+            .env("HOME", &home)
+            .env("TMPDIR", &home)
+            .env("OPENCLAW_STATE_DIR", home.join("state"))
+            .current_dir(prefix),
+    );
+    fsutil::remove_tree(&home)?;
+    result.context("completing the OpenClaw package's install (openclaw --version)")?;
+    if pending.exists() {
+        bail!(
+            "OpenClaw did not complete its package install ({} is still there)",
+            pending.display()
+        );
+    }
+    Ok(())
 }
 
 /// Node's version, checked against OpenClaw's minimum.

@@ -83,7 +83,12 @@ impl DbusSystemd {
     async fn run_job(&self, unit: &str, verb: Verb) -> Result<()> {
         let mgr = self.manager().await?;
         // Listen before the job exists so its JobRemoved cannot be missed.
-        mgr.subscribe().await?;
+        // One connection subscribes once; a second job on it is fine.
+        match mgr.subscribe().await {
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+            other => other?,
+        }
         let mut removed = mgr.receive_job_removed().await?;
         let mode = "replace".to_string();
         let job = match verb {

@@ -31,7 +31,10 @@ fn tenant_openclaw_config() {
     check("tests/golden/openclaw.json", text.as_bytes());
     // It must be JSON and carry no secret, only the reference to one.
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["gateway"]["auth"]["token"], "${OPENCLAW_GATEWAY_TOKEN}");
+    assert_eq!(
+        v["gateway"]["auth"]["token"],
+        serde_json::json!({"source": "env", "provider": "default", "id": "OPENCLAW_GATEWAY_TOKEN"})
+    );
     assert_eq!(v["gateway"]["bind"], "loopback");
 }
 

@@ -83,6 +83,10 @@ fn template_sandbox() {
     assert_eq!(values(&u, "ProtectProc"), ["invisible"]);
     assert_eq!(values(&u, "CapabilityBoundingSet"), [""]);
     assert!(values(&u, "SystemCallFilter").contains(&"@system-service"));
+    assert!(values(&u, "SystemCallFilter").contains(&"~@privileged @resources"));
+    // Other tenants' state directories are not even visible by name.
+    assert_eq!(values(&u, "TemporaryFileSystem"), ["/var/lib/openclaw:ro"]);
+    assert!(values(&u, "InaccessiblePaths")[0].contains("/etc/ocusers"));
     // Known to break the real gateway (README, "Sandbox"): must stay off.
     assert!(
         values(&u, "RestrictSUIDSGID").is_empty(),
