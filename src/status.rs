@@ -97,6 +97,15 @@ pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
     })
 }
 
+/// Status of every record; systemd is only asked when there is a tenant.
+pub fn collect_all(records: &[Record]) -> Result<Vec<TenantStatus>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sd = crate::systemd::DbusSystemd::connect()?;
+    records.iter().map(|r| collect(&sd, r)).collect()
+}
+
 /// `1.5G`, `800M`, `-` for not set.
 pub fn human_bytes(n: Option<u64>) -> String {
     match n {

@@ -5,20 +5,11 @@ use serde_json::json;
 use super::{JsonArg, print_json};
 use crate::paths::Paths;
 use crate::status::{self, human_bytes, human_duration};
-use crate::systemd::DbusSystemd;
 use crate::tenant;
 
 pub fn run(paths: &Paths, args: JsonArg) -> Result<()> {
     let records = tenant::list(paths)?;
-    let statuses = if records.is_empty() {
-        Vec::new()
-    } else {
-        let sd = DbusSystemd::connect()?;
-        records
-            .iter()
-            .map(|r| status::collect(&sd, r))
-            .collect::<Result<Vec<_>>>()?
-    };
+    let statuses = status::collect_all(&records)?;
     if args.json {
         return print_json(&json!({ "tenants": statuses }));
     }

@@ -8,7 +8,6 @@ use crate::error::Error;
 use crate::health::Readiness;
 use crate::paths::Paths;
 use crate::status::{self, TenantStatus, human_bytes, human_duration};
-use crate::systemd::DbusSystemd;
 use crate::tenant::{self, TenantName};
 
 #[derive(Debug, Args)]
@@ -31,15 +30,7 @@ pub fn run(paths: &Paths, args: StatusArgs) -> Result<()> {
         }
         None => tenant::list(paths)?,
     };
-    let statuses = if records.is_empty() {
-        Vec::new()
-    } else {
-        let sd = DbusSystemd::connect()?;
-        records
-            .iter()
-            .map(|r| status::collect(&sd, r))
-            .collect::<Result<Vec<_>>>()?
-    };
+    let statuses = status::collect_all(&records)?;
     if args.json {
         return match (&args.name, statuses.first()) {
             (Some(_), Some(one)) => print_json(one),
