@@ -127,15 +127,15 @@ pub enum InstallOutcome {
 pub fn install(
     paths: &Paths,
     cfg: &RuntimeConfig,
+    npm: &Path,
     version: Option<&str>,
 ) -> Result<InstallOutcome> {
-    let npm = process::which("npm").ok_or(Error::NpmMissing)?;
     let version = match version {
         Some(v) => {
             check_version(v)?;
-            resolve_version(&npm, &format!("{}@{v}", cfg.package))?
+            resolve_version(npm, &format!("{}@{v}", cfg.package))?
         }
-        None => resolve_version(&npm, &cfg.package)?,
+        None => resolve_version(npm, &cfg.package)?,
     };
     let prefix = paths.runtime_dir(&version);
     if read_marker(&prefix).is_some() {
@@ -150,7 +150,7 @@ pub fn install(
     // Everything npm writes must be readable by tenants and writable by root
     // only, whatever umask the operator's shell has.
     let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    let result = stage(&npm, &staging, cfg, &version);
+    let result = stage(npm, &staging, cfg, &version);
     nix::sys::stat::umask(old_umask);
     let node_version = match result {
         Ok(v) => v,
@@ -290,6 +290,11 @@ fn make_read_only_to_others(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The system's npm, or the error that says how to get it.
+pub fn find_npm() -> Result<PathBuf, Error> {
+    process::which("npm").ok_or(Error::NpmMissing)
 }
 
 /// `npm view PACKAGE[@RANGE] version` -> the exact version it resolves to.

@@ -176,9 +176,22 @@ fn bad_host_config_is_named() {
 #[test]
 fn changing_commands_need_root_and_say_how() {
     let root = tempfile::tempdir().unwrap();
+    // `runtime install` looks for npm before the privilege check; give it one
+    // (never run: the command stops at the privilege check).
+    let bin = tempfile::tempdir().unwrap();
+    let npm = bin.path().join("npm");
+    std::fs::write(&npm, "#!/bin/sh\nexit 99\n").unwrap();
+    std::fs::set_permissions(&npm, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        bin.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let as_nobody = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ocusers"));
-        cmd.args(args).env("OCUSERS_ROOT", root.path());
+        cmd.args(args)
+            .env("OCUSERS_ROOT", root.path())
+            .env("PATH", bin.path());
         if nix::unistd::geteuid().is_root() {
             // Drop to nobody (65534), as an unprivileged operator would be;
             // std clears the supplementary groups when it sets the uid.
@@ -233,4 +246,22 @@ fn usage_errors_exit_2() {
     }
     let out = ocusers(root.path(), &["status", "nosuch"]);
     assert_fails(&out, 1, "no tenant named \"nosuch\": see `ocusers list`");
+}
+
+#[test]
+fn runtime_install_without_npm_says_how_to_get_it() {
+    let root = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ocusers"))
+        .args(["runtime", "install"])
+        .env("OCUSERS_ROOT", root.path())
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert_fails(
+        &out,
+        1,
+        "npm is not installed, and ocusers uses it to fetch the OpenClaw runtime: install it with `sudo apt install npm`",
+    );
+    assert!(tree(root.path()).is_empty());
 }

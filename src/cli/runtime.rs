@@ -29,10 +29,12 @@ pub enum RuntimeCommand {
 pub fn run(paths: &Paths, cmd: RuntimeCommand) -> Result<()> {
     match cmd {
         RuntimeCommand::Install { version } => {
+            // Said before the privilege check: it is the first thing to fix.
+            let npm = runtime::find_npm()?;
             privilege::require_root("runtime install")?;
             let cfg = HostConfig::load(paths)?;
             let _lock = HostLock::acquire(paths)?;
-            match runtime::install(paths, &cfg.runtime, version.as_deref())? {
+            match runtime::install(paths, &cfg.runtime, &npm, version.as_deref())? {
                 InstallOutcome::Installed(v) => {
                     println!(
                         "installed OpenClaw {v} in {}",

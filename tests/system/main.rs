@@ -44,6 +44,7 @@ const TRIALS: &[(&str, Check)] = &[
         tenants::second_add_changes_nothing,
     ),
     ("dry_run_changes_nothing", tenants::dry_run_changes_nothing),
+    ("stop_and_start", tenants::stop_and_start),
     ("kill9_restarts", tenants::kill9_restarts),
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),

@@ -513,6 +513,30 @@ pub fn second_add_changes_nothing(fx: &Fixture) -> R {
     })
 }
 
+/// `ocusers stop|start NAME` are thin conveniences over systemd: the unit
+/// goes inactive and comes back ready; the other tenants are untouched.
+pub fn stop_and_start(fx: &Fixture) -> R {
+    let bob_pid = fx.main_pid("bob")?;
+    let out = fx.ocusers_ok("stop alice")?;
+    ensure(out.contains("stop: alice ok"), || out.clone())?;
+    let state = fx.sh("systemctl is-active openclaw@alice || true")?;
+    ensure(state.trim() == "inactive", || {
+        format!("after stop: {state}")
+    })?;
+    let st = fx.status("alice")?;
+    ensure(st["state"] == "inactive" && st["ready"] == false, || {
+        format!("{st}")
+    })?;
+    let out = fx.ocusers_ok("start alice")?;
+    ensure(out.contains("start: alice ok"), || out.clone())?;
+    ensure(fx.readyz(fx.port("alice")?)? == "200", || {
+        "alice not ready after start".into()
+    })?;
+    ensure(fx.main_pid("bob")? == bob_pid, || {
+        "bob was restarted".into()
+    })
+}
+
 /// `kill -9` of the gateway is followed by a restart and readiness.
 pub fn kill9_restarts(fx: &Fixture) -> R {
     let unit = "openclaw@alice.service";
