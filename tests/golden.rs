@@ -118,3 +118,71 @@ fn shell_completions() {
         check(&format!("packaging/generated/{file}"), &buf);
     }
 }
+
+/// A stand-in for systemd with fixed answers: enough to pin the documented
+/// `status --json` shape. The real D-Bus path is the system tier's job.
+struct FixedSystemd(ocusers::systemd::UnitInfo);
+
+impl ocusers::systemd::Systemd for FixedSystemd {
+    fn unit(&self, _: &str) -> anyhow::Result<ocusers::systemd::UnitInfo> {
+        Ok(self.0.clone())
+    }
+    fn unit_file_state(&self, _: &str) -> anyhow::Result<String> {
+        Ok(self.0.unit_file_state.clone())
+    }
+    fn enable(&self, _: &str) -> anyhow::Result<()> {
+        unreachable!()
+    }
+    fn disable(&self, _: &str) -> anyhow::Result<()> {
+        unreachable!()
+    }
+    fn start(&self, _: &str) -> anyhow::Result<()> {
+        unreachable!()
+    }
+    fn stop(&self, _: &str) -> anyhow::Result<()> {
+        unreachable!()
+    }
+    fn restart(&self, _: &str) -> anyhow::Result<()> {
+        unreachable!()
+    }
+    fn set_limits(&self, _: &str, _: &ocusers::policy::Limits) -> anyhow::Result<()> {
+        unreachable!()
+    }
+    fn reset_failed(&self, _: &str) -> anyhow::Result<()> {
+        unreachable!()
+    }
+}
+
+#[test]
+fn status_json_shape() {
+    let sd = FixedSystemd(ocusers::systemd::UnitInfo {
+        load_state: "loaded".into(),
+        active_state: "inactive".into(),
+        sub_state: "dead".into(),
+        unit_file_state: "enabled".into(),
+        active_enter_usec: 0,
+        main_pid: 0,
+        n_restarts: 2,
+        result: "success".into(),
+        memory_current: None,
+        memory_high: Some(1536 << 20),
+        memory_max: Some(2 << 30),
+        cpu_usage_nsec: Some(5_230_000_000),
+        cpu_quota_per_sec_usec: Some(1_000_000),
+        tasks_current: None,
+        tasks_max: Some(512),
+        control_group: String::new(),
+    });
+    let record = Record {
+        name: TenantName::parse("alice").unwrap(),
+        port: 20000,
+        block: 128,
+        tier: "standard".into(),
+        runtime: "2026.9.6".into(),
+        created: "2026-11-22T23:00:00Z".into(),
+    };
+    let status = ocusers::status::collect(&sd, &record).unwrap();
+    let mut text = serde_json::to_string_pretty(&status).unwrap();
+    text.push('\n');
+    check("tests/golden/status-alice.json", text.as_bytes());
+}

@@ -44,6 +44,10 @@ const TRIALS: &[(&str, Check)] = &[
         tenants::second_add_changes_nothing,
     ),
     ("dry_run_changes_nothing", tenants::dry_run_changes_nothing),
+    (
+        "journal_and_no_secret_leaks",
+        tenants::journal_and_no_secret_leaks,
+    ),
     ("stop_and_start", tenants::stop_and_start),
     ("kill9_restarts", tenants::kill9_restarts),
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),

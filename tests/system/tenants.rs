@@ -513,6 +513,47 @@ pub fn second_add_changes_nothing(fx: &Fixture) -> R {
     })
 }
 
+/// Every change is in the journal with structured fields; no token is in
+/// the journal, in any process's argv, in the unit's properties or in
+/// `--json` output.
+pub fn journal_and_no_secret_leaks(fx: &Fixture) -> R {
+    let entries = fx.sh("journalctl -o json --no-pager SYSLOG_IDENTIFIER=ocusers OCUSERS_TENANT=alice OCUSERS_ACTION=add")?;
+    let steps: Vec<Value> = entries
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    ensure(steps.len() >= 9, || {
+        format!(
+            "journal has {} add records for alice: {entries}",
+            steps.len()
+        )
+    })?;
+    ensure(
+        steps.iter().any(|e| {
+            e["OCUSERS_STEP"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("create system user and group oc-alice"))
+        }),
+        || format!("no user-creation record: {entries}"),
+    )?;
+    let everything = [
+        fx.sh("journalctl -o verbose --no-pager")?,
+        fx.sh("ps -eo args")?,
+        fx.sh("systemctl show 'openclaw@*'")?,
+        fx.ocusers_ok("status --json")?,
+        fx.ocusers_ok("list --json")?,
+    ];
+    for name in TENANTS {
+        let token = fx.token(name)?;
+        for (i, text) in everything.iter().enumerate() {
+            ensure(!text.contains(&token), || {
+                format!("{name}'s token leaked into source #{i}")
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// `ocusers stop|start NAME` are thin conveniences over systemd: the unit
 /// goes inactive and comes back ready; the other tenants are untouched.
 pub fn stop_and_start(fx: &Fixture) -> R {
