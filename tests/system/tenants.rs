@@ -466,6 +466,12 @@ pub fn status_json_matches_systemd(fx: &Fixture) -> R {
             || format!("main pid: {t}"),
         )?;
     }
+    // runtime list says which tenants run which version.
+    let rts = fx.json("runtime list --json")?;
+    ensure(
+        rts["runtimes"][0]["tenants"] == serde_json::json!(TENANTS),
+        || format!("runtime list: {rts}"),
+    )?;
     let list = fx.json("list --json")?;
     ensure(list["tenants"].as_array().map(Vec::len) == Some(3), || {
         format!("{list}")
