@@ -4,6 +4,7 @@
 //! When a step fails, the steps this run applied are reverted in reverse
 //! order, so a failed command leaves nothing half-made.
 use std::fmt::Write as _;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -15,6 +16,7 @@ pub struct Step<'a> {
     done: Check<'a>,
     apply: Action<'a>,
     revert: Option<Action<'a>>,
+    tag: Option<&'static str>,
 }
 
 impl<'a> Step<'a> {
@@ -28,7 +30,14 @@ impl<'a> Step<'a> {
             done: Box::new(done),
             apply: Box::new(apply),
             revert: None,
+            tag: None,
         }
+    }
+
+    /// Name the step so the outcome says how long applying it took.
+    pub fn tag(mut self, tag: &'static str) -> Step<'a> {
+        self.tag = Some(tag);
+        self
     }
 
     /// How to undo `apply` if a later step fails.
@@ -51,11 +60,22 @@ pub struct Plan<'a> {
 pub struct Outcome {
     pub applied: Vec<String>,
     pub already_done: Vec<String>,
+    /// How long each applied tagged step took.
+    pub timings: Vec<(&'static str, Duration)>,
 }
 
 impl Outcome {
     pub fn changed(&self) -> bool {
         !self.applied.is_empty()
+    }
+
+    /// Total time of the applied steps with one of these tags.
+    pub fn time_of(&self, tags: &[&str]) -> Duration {
+        self.timings
+            .iter()
+            .filter(|(t, _)| tags.contains(t))
+            .map(|(_, d)| *d)
+            .sum()
     }
 }
 
@@ -103,7 +123,11 @@ impl<'a> Plan<'a> {
                         Ok(())
                     } else {
                         tracing::info!(tenant = %self.tenant, action = %self.action, step = %step.what, "applying");
+                        let started = Instant::now();
                         (step.apply)().with_context(|| format!("failed to {}", step.what))?;
+                        if let Some(tag) = step.tag {
+                            outcome.timings.push((tag, started.elapsed()));
+                        }
                         crate::logging::record(&self.tenant, &self.action, &step.what);
                         outcome.applied.push(step.what.clone());
                         applied.push(step);
@@ -176,6 +200,7 @@ mod tests {
         assert_eq!(first.applied, ["make a", "make b"]);
         let second = build().apply().unwrap();
         assert!(!second.changed());
+        assert_eq!(second.time_of(&["any"]), Duration::ZERO);
         assert_eq!(second.already_done.len(), 2);
         assert!(build().describe().unwrap().contains("[done] make b"));
     }

@@ -114,9 +114,14 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
             ctx.unit
         );
     } else {
+        // The gateway's own start-to-ready time beside what ocusers adds.
+        let total = started.elapsed();
+        let gateway = outcome.time_of(&["start", "ready"]);
         println!(
-            "tenant {name} is ready ({:.1} s)",
-            started.elapsed().as_secs_f64()
+            "tenant {name} is ready in {:.1} s (gateway start to ready {:.1} s, ocusers {:.1} s)",
+            total.as_secs_f64(),
+            gateway.as_secs_f64(),
+            total.saturating_sub(gateway).as_secs_f64()
         );
     }
     println!(
@@ -401,35 +406,39 @@ impl<'a> Ctx<'a> {
                         self.sd.start(unit)
                     },
                 )
-                .revert(move || self.sd.stop(unit)),
+                .revert(move || self.sd.stop(unit))
+                .tag("start"),
             );
-            plan.push(Step::new(
-                format!(
-                    "wait until the gateway answers {} (at most {} s)",
-                    health::readyz_url(r.port),
-                    self.ready_timeout.as_secs()
-                ),
-                move || Ok(health::probe(r.port, Duration::from_secs(2)).is_ready()),
-                move || {
-                    health::wait_ready(r.port, self.ready_timeout, || {
-                        let u = self.sd.unit(unit).map_err(|e| format!("{e:#}"))?;
-                        if u.active_state == "failed" || u.active_state == "inactive" {
-                            Err(format!("{unit} is {} ({})", u.active_state, u.result))
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .map(|_| ())
-                    .map_err(|detail| {
-                        Error::NotReady {
-                            name: name.to_string(),
-                            seconds: self.ready_timeout.as_secs(),
-                            detail,
-                        }
-                        .into()
-                    })
-                },
-            ));
+            plan.push(
+                Step::new(
+                    format!(
+                        "wait until the gateway answers {} (at most {} s)",
+                        health::readyz_url(r.port),
+                        self.ready_timeout.as_secs()
+                    ),
+                    move || Ok(health::probe(r.port, Duration::from_secs(2)).is_ready()),
+                    move || {
+                        health::wait_ready(r.port, self.ready_timeout, || {
+                            let u = self.sd.unit(unit).map_err(|e| format!("{e:#}"))?;
+                            if u.active_state == "failed" || u.active_state == "inactive" {
+                                Err(format!("{unit} is {} ({})", u.active_state, u.result))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .map(|_| ())
+                        .map_err(|detail| {
+                            Error::NotReady {
+                                name: name.to_string(),
+                                seconds: self.ready_timeout.as_secs(),
+                                detail,
+                            }
+                            .into()
+                        })
+                    },
+                )
+                .tag("ready"),
+            );
         }
         plan
     }
