@@ -469,6 +469,16 @@ pub fn status_json_matches_systemd(fx: &Fixture) -> R {
             || format!("main pid: {t}"),
         )?;
     }
+    // The tier's limits as systemd persisted them (SetUnitProperties with
+    // runtime=false), compared with a golden file.
+    let dropins = fx.sh(
+        "cd /etc/systemd/system.control/openclaw@alice.service.d && \
+         for f in *.conf; do echo \"== $f\"; cat \"$f\"; done",
+    )?;
+    golden(
+        "tests/golden/system.control-openclaw@alice.service.d.txt",
+        &dropins,
+    )?;
     // runtime list says which tenants run which version.
     let rts = fx.json("runtime list --json")?;
     ensure(
@@ -484,6 +494,18 @@ pub fn status_json_matches_systemd(fx: &Fixture) -> R {
         table.lines().count() == 4 && table.contains("bob-smith"),
         || table.clone(),
     )
+}
+
+/// Compare with a golden file; `UPDATE_GOLDEN=1` rewrites it.
+fn golden(rel: &str, actual: &str) -> R {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        return std::fs::write(&path, actual).map_err(|e| format!("{rel}: {e}"));
+    }
+    let expected = std::fs::read_to_string(&path).map_err(|e| format!("{rel}: {e}"))?;
+    ensure(expected == actual, || {
+        format!("{rel} differs (UPDATE_GOLDEN=1 rewrites it); systemd wrote:\n{actual}")
+    })
 }
 
 /// `systemctl show -P` prints sizes in bytes, quotas like "1s", "infinity".
