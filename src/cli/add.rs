@@ -418,23 +418,16 @@ impl<'a> Ctx<'a> {
                     ),
                     move || Ok(health::probe(r.port, Duration::from_secs(2)).is_ready()),
                     move || {
-                        health::wait_ready(r.port, self.ready_timeout, || {
-                            let u = self.sd.unit(unit).map_err(|e| format!("{e:#}"))?;
-                            if u.active_state == "failed" || u.active_state == "inactive" {
-                                Err(format!("{unit} is {} ({})", u.active_state, u.result))
-                            } else {
-                                Ok(())
-                            }
-                        })
-                        .map(|_| ())
-                        .map_err(|detail| {
-                            Error::NotReady {
-                                name: name.to_string(),
-                                seconds: self.ready_timeout.as_secs(),
-                                detail,
-                            }
-                            .into()
-                        })
+                        crate::status::wait_unit_ready(self.sd, unit, r.port, self.ready_timeout)
+                            .map(|_| ())
+                            .map_err(|detail| {
+                                Error::NotReady {
+                                    name: name.to_string(),
+                                    seconds: self.ready_timeout.as_secs(),
+                                    detail,
+                                }
+                                .into()
+                            })
                     },
                 )
                 .tag("ready"),

@@ -7,7 +7,6 @@ use clap::Args;
 
 use crate::config::HostConfig;
 use crate::error::Error;
-use crate::health;
 use crate::paths::{self, Paths};
 use crate::privilege;
 use crate::systemd::{DbusSystemd, Systemd};
@@ -63,16 +62,11 @@ pub fn run(paths: &Paths, action: Action, target: Target) -> Result<()> {
         }
         .and_then(|_| match action {
             Action::Stop => Ok(()),
-            _ => health::wait_ready(
+            _ => crate::status::wait_unit_ready(
+                &sd,
+                &unit,
                 r.port,
                 Duration::from_secs(cfg.tenants.ready_timeout),
-                || {
-                    let u = sd.unit(&unit).map_err(|e| format!("{e:#}"))?;
-                    match u.active_state.as_str() {
-                        "failed" | "inactive" => Err(format!("{unit} is {}", u.active_state)),
-                        _ => Ok(()),
-                    }
-                },
             )
             .map(|_| ())
             .map_err(|d| anyhow::anyhow!("{unit} is not ready: {d}")),
