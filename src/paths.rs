@@ -122,6 +122,13 @@ pub fn user_name(name: &TenantName) -> String {
     format!("{USER_PREFIX}{name}")
 }
 
+/// The tenant's home and state directory as the system sees it (passwd,
+/// the unit, the gateway's config): always under the real `/`, even when
+/// ocusers' own files are under a test root.
+pub fn home_dir(name: &TenantName) -> PathBuf {
+    Paths::default().state_dir(name)
+}
+
 /// `openclaw@alice.service`
 pub fn unit_name(name: &TenantName) -> String {
     format!("openclaw@{name}.service")

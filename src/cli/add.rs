@@ -207,7 +207,7 @@ fn check_identity(name: &TenantName, user: &str, registered: bool) -> Result<()>
     }
     if let Some(account) = identity::lookup(user) {
         // A user with our home path is ours: left by an interrupted `add`.
-        if !registered && account.home != paths::Paths::default().state_dir(name) {
+        if !registered && account.home != paths::home_dir(name) {
             return Err(Error::ForeignUser {
                 user: user.to_string(),
             }
@@ -274,7 +274,7 @@ impl<'a> Ctx<'a> {
                 move || {
                     identity::create_user(
                         self.user,
-                        &paths::Paths::default().state_dir(name),
+                        &paths::home_dir(name),
                         &format!("OpenClaw tenant {name} (ocusers)"),
                     )
                 },
@@ -316,8 +316,7 @@ impl<'a> Ctx<'a> {
                 move || {
                     let account = self.account()?;
                     identity::ensure_owned_dir(&logs, &account, 0o700)?;
-                    let text =
-                        openclaw_config::render(&paths::Paths::default().state_dir(name), r.port);
+                    let text = openclaw_config::render(&paths::home_dir(name), r.port);
                     identity::write_owned_file(&config_path, text.as_bytes(), &account, 0o600)
                 },
             )

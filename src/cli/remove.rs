@@ -39,7 +39,7 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     let user = paths::user_name(&name);
     let unit = paths::unit_name(&name);
     // The user is ours only if its home is the tenant's state directory.
-    let account = identity::lookup(&user).filter(|a| a.home == Paths::default().state_dir(&name));
+    let account = identity::lookup(&user).filter(|a| a.home == paths::home_dir(&name));
     let registered = tenant::load(paths, &name)?.is_some();
     let leftovers = account.is_some()
         || fsutil::exists(&paths.secrets_file(&name))
