@@ -333,10 +333,10 @@ impl<'a> Ctx<'a> {
                 env_path.display()
             ),
             move || {
-                let current = EnvFile::load(&env_check)?;
-                Ok(current
-                    .clone()
-                    .is_some_and(|c| self.desired_env(Some(c.clone())).is_ok_and(|d| d == c)))
+                Ok(match EnvFile::load(&env_check)? {
+                    Some(current) => self.desired_env(Some(current.clone()))? == current,
+                    None => false,
+                })
             },
             move || {
                 let env = self.desired_env(EnvFile::load(&env_apply)?)?;
