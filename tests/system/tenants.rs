@@ -33,6 +33,20 @@ impl Fixture {
         let base = crate::container::ensure_base_root()?;
         let dir = deb.parent().unwrap().to_path_buf();
         let c = Container::boot(&base, &[(dir, DEB_DIR.into(), true)])?;
+        // The container shares the host's loopback: two test runs at once
+        // (developers working side by side) each take their own port pool.
+        if let Ok(start) = std::env::var("OCUSERS_TEST_PORT_START") {
+            let start: u32 = start
+                .parse()
+                .map_err(|e| format!("OCUSERS_TEST_PORT_START={start:?}: {e}"))?;
+            let etc = c.root().join("etc/ocusers");
+            std::fs::create_dir_all(&etc).map_err(|e| format!("{}: {e}", etc.display()))?;
+            std::fs::write(
+                etc.join("ocusers.toml"),
+                format!("[ports]\nstart = {start}\nend = {}\n", start + 16 * 128 - 1),
+            )
+            .map_err(|e| format!("writing the test port pool: {e}"))?;
+        }
         Ok(Fixture {
             c,
             figures: Default::default(),
