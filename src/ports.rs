@@ -129,6 +129,7 @@ mod tests {
             tier: "standard".into(),
             runtime: "1".into(),
             created: String::new(),
+            domains: vec![],
         }
     }
 

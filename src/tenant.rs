@@ -161,6 +161,9 @@ pub struct Record {
     pub runtime: String,
     /// RFC 3339, UTC.
     pub created: String,
+    /// Extra public host names routed to the tenant besides NAME.DOMAIN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domains: Vec<String>,
 }
 
 impl Record {
@@ -269,6 +272,7 @@ mod tests {
             tier: "standard".into(),
             runtime: "2026.9.6".into(),
             created: "2026-11-22T00:00:00Z".into(),
+            domains: vec![],
         };
         save(&paths, &rec).unwrap();
         assert_eq!(load(&paths, &rec.name).unwrap(), Some(rec.clone()));

@@ -25,6 +25,9 @@ _ocusers() {
             ocusers,list)
                 cmd="ocusers__subcmd__list"
                 ;;
+            ocusers,proxy)
+                cmd="ocusers__subcmd__proxy"
+                ;;
             ocusers,remove)
                 cmd="ocusers__subcmd__remove"
                 ;;
@@ -52,6 +55,9 @@ _ocusers() {
             ocusers__subcmd__help,list)
                 cmd="ocusers__subcmd__help__subcmd__list"
                 ;;
+            ocusers__subcmd__help,proxy)
+                cmd="ocusers__subcmd__help__subcmd__proxy"
+                ;;
             ocusers__subcmd__help,remove)
                 cmd="ocusers__subcmd__help__subcmd__remove"
                 ;;
@@ -70,11 +76,35 @@ _ocusers() {
             ocusers__subcmd__help,stop)
                 cmd="ocusers__subcmd__help__subcmd__stop"
                 ;;
+            ocusers__subcmd__help__subcmd__proxy,show)
+                cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__show"
+                ;;
+            ocusers__subcmd__help__subcmd__proxy,sync)
+                cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__sync"
+                ;;
             ocusers__subcmd__help__subcmd__runtime,install)
                 cmd="ocusers__subcmd__help__subcmd__runtime__subcmd__install"
                 ;;
             ocusers__subcmd__help__subcmd__runtime,list)
                 cmd="ocusers__subcmd__help__subcmd__runtime__subcmd__list"
+                ;;
+            ocusers__subcmd__proxy,help)
+                cmd="ocusers__subcmd__proxy__subcmd__help"
+                ;;
+            ocusers__subcmd__proxy,show)
+                cmd="ocusers__subcmd__proxy__subcmd__show"
+                ;;
+            ocusers__subcmd__proxy,sync)
+                cmd="ocusers__subcmd__proxy__subcmd__sync"
+                ;;
+            ocusers__subcmd__proxy__subcmd__help,help)
+                cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__help"
+                ;;
+            ocusers__subcmd__proxy__subcmd__help,show)
+                cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__show"
+                ;;
+            ocusers__subcmd__proxy__subcmd__help,sync)
+                cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__sync"
                 ;;
             ocusers__subcmd__runtime,help)
                 cmd="ocusers__subcmd__runtime__subcmd__help"
@@ -101,7 +131,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart runtime help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart runtime proxy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -115,7 +145,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__add)
-            opts="-v -h --tier --port --no-start --dry-run --verbose --help"
+            opts="-v -h --tier --port --domain --no-start --dry-run --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -129,6 +159,10 @@ _ocusers() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --domain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -137,7 +171,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart runtime help"
+            opts="add remove list status start stop restart runtime proxy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -181,6 +215,48 @@ _ocusers() {
         ocusers__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__proxy)
+            opts="sync show"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__proxy__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__proxy__subcmd__sync)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -307,6 +383,104 @@ _ocusers() {
         ocusers__subcmd__list)
             opts="-v -h --json --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy)
+            opts="-v -h --verbose --help sync show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help)
+            opts="sync show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help__subcmd__sync)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__show)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__sync)
+            opts="-v -h --dry-run --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -6,6 +6,7 @@ use crate::paths::Paths;
 mod add;
 mod lifecycle;
 mod list;
+mod proxy;
 mod remove;
 mod runtime;
 mod status;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Install and list OpenClaw runtimes (Node + the openclaw package).
     #[command(subcommand)]
     Runtime(runtime::RuntimeCommand),
+    /// Public access through the reverse proxy (Caddy or nginx): sync and show its routes.
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(t) => lifecycle::run(&paths, lifecycle::Action::Stop, t),
         Command::Restart(t) => lifecycle::run(&paths, lifecycle::Action::Restart, t),
         Command::Runtime(cmd) => runtime::run(&paths, cmd),
+        Command::Proxy(cmd) => proxy::run(&paths, cmd),
     }
 }
 

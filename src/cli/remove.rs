@@ -60,7 +60,36 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
                 .replace(':', "")
         ))
     });
-    let plan = plan(paths, &sd, &name, &user, account, &unit, archive.clone());
+    let cfg = crate::config::HostConfig::load(paths)?;
+    let others: Vec<tenant::Record> = tenant::list(paths)?
+        .into_iter()
+        .filter(|r| r.name != name)
+        .collect();
+    let had_domains = tenant::load(paths, &name)?.is_some_and(|r| !r.domains.is_empty());
+    let mut plan = Plan::new(name.as_str(), "remove");
+    // The public routes go first: while they exist, the tenant is whole.
+    plan.push(crate::proxy::route_removal_step(paths, &sd, &name));
+    if cfg.proxy.enabled() && had_domains {
+        cfg.proxy.check_installed()?;
+        for step in crate::proxy::global_steps(
+            paths,
+            &cfg.proxy,
+            &sd,
+            &crate::proxy::extra_domains(&others),
+        ) {
+            plan.push(step);
+        }
+    }
+    add_steps(
+        &mut plan,
+        paths,
+        &sd,
+        &name,
+        &user,
+        account,
+        &unit,
+        archive.clone(),
+    );
     if args.dry_run {
         println!("plan for `ocusers remove {name}`:");
         print!("{}", plan.describe()?);
@@ -77,7 +106,9 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     Ok(())
 }
 
-fn plan<'a>(
+#[allow(clippy::too_many_arguments)]
+fn add_steps<'a>(
+    plan: &mut Plan<'a>,
     p: &'a Paths,
     sd: &'a dyn Systemd,
     name: &'a TenantName,
@@ -85,8 +116,7 @@ fn plan<'a>(
     account: Option<identity::Account>,
     unit: &'a str,
     archive: Option<PathBuf>,
-) -> Plan<'a> {
-    let mut plan = Plan::new(name.as_str(), "remove");
+) {
     let uid = account.as_ref().map(|a| a.uid);
     plan.push(Step::new(
         format!("stop {unit} and wait until its processes are gone"),
@@ -172,7 +202,6 @@ fn plan<'a>(
         move || Ok(!fsutil::exists(&p.registry_file(name))),
         move || tenant::remove(p, name),
     ));
-    plan
 }
 
 /// After the stop job, the kernel may still be reaping; a straggler outside
