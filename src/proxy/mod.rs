@@ -4,8 +4,9 @@
 //! The proxy's configuration does not list tenants. ocusers writes one file
 //! of its own that the proxy includes ([`caddy`], [`nginx`]): a site for
 //! `*.DOMAIN` (plus the extra domains) that routes a request for HOST to the
-//! Unix socket `/var/lib/ocusers/proxy/hosts/HOST.sock`. That is a link to
-//! the tenant's socket `/run/ocusers/proxy/NAME.sock`, on which systemd
+//! Unix socket `/var/lib/ocusers/proxy/hosts/HOST/gateway.sock`, where HOST is
+//! a link to the tenant's socket directory `/run/ocusers/proxy/NAME`; in it
+//! is the socket `gateway.sock` on which systemd
 //! listens for the tenant (`openclaw-proxy@NAME.socket`, owned by the proxy's
 //! user) and which `systemd-socket-proxyd`, running as the tenant, relays to
 //! the tenant's gateway on loopback. Adding or removing a tenant changes the
@@ -348,9 +349,9 @@ pub fn extra_domains(records: &[Record]) -> Vec<String> {
     records.iter().flat_map(|r| r.domains.clone()).collect()
 }
 
-/// The link for a host name: `/var/lib/ocusers/proxy/hosts/HOST.sock`.
+/// The link for a host name: `/var/lib/ocusers/proxy/hosts/HOST`.
 pub fn link_of(paths: &Paths, host: &str) -> PathBuf {
-    paths.proxy_hosts_dir().join(format!("{host}.sock"))
+    paths.proxy_hosts_dir().join(host)
 }
 
 /// The routes the host links make: (host, tenant) for every link that
@@ -364,20 +365,16 @@ pub fn links(paths: &Paths) -> Result<Vec<(String, String)>> {
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(host) = file.strip_suffix(".sock") else {
-            continue;
-        };
+        let host = entry.file_name().to_string_lossy().into_owned();
         let Ok(target) = std::fs::read_link(entry.path()) else {
             continue;
         };
         let tenant = target
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".sock"))
             .unwrap_or_default()
             .to_string();
-        out.push((host.to_string(), tenant));
+        out.push((host, tenant));
     }
     out.sort();
     Ok(out)

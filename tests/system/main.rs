@@ -7,6 +7,7 @@
 //! ones build on the tenants the earlier ones made.
 
 mod container;
+mod proxy;
 mod tenants;
 
 use std::sync::Arc;
@@ -53,6 +54,19 @@ const TRIALS: &[(&str, Check)] = &[
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),
     ("remove_bob", tenants::remove_bob),
+    // Public access through the real Caddy and nginx (issue #3).
+    ("proxy_caddy_setup", proxy::proxy_caddy_setup),
+    ("proxy_routes_by_name", proxy::proxy_routes_by_name),
+    ("proxy_cli_over_wss", proxy::proxy_cli_over_wss),
+    (
+        "proxy_add_remove_keeps_websockets",
+        proxy::proxy_add_remove_keeps_websockets,
+    ),
+    (
+        "proxy_invalid_config_refused",
+        proxy::proxy_invalid_config_refused,
+    ),
+    ("proxy_nginx", proxy::proxy_nginx),
 ];
 
 fn main() {
