@@ -7,23 +7,14 @@ use crate::paths::PROXY_HOSTS_DIR;
 
 pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
     let mut out = String::new();
-    let include = cfg.caddy_include.display();
-    let main = cfg.caddy_config.display();
-    writeln!(
-        out,
-        "# Written by ocusers from its tenant registry (`ocusers proxy sync`); do not\n\
-         # edit, changes are overwritten. {main} includes it with:\n\
-         #     import {include}\n\
-         #\n\
-         # Tenant TENANT answers at TENANT.{domain} and its extra domains: each host\n\
-         # name HOST is a link {PROXY_HOSTS_DIR}/HOST to the directory of the\n\
-         # tenant's socket /run/ocusers/proxy/TENANT/gateway.sock (systemd's\n\
-         # openclaw-proxy@TENANT.socket), which relays to the tenant's gateway on\n\
-         # loopback. Adding or removing a tenant\n\
-         # changes the links, not this file, so Caddy is not reloaded for it.",
-        domain = cfg.domain
-    )
-    .unwrap();
+    out.push_str(&super::header(
+        cfg,
+        &format!(
+            "{} includes it with:\n#     import {}",
+            cfg.caddy_config.display(),
+            cfg.caddy_include.display()
+        ),
+    ));
     let mut sites = vec![format!("*.{}", cfg.domain)];
     sites.extend(extra.iter().cloned());
     writeln!(out, "{} {{", sites.join(", ")).unwrap();

@@ -234,6 +234,25 @@ impl ProxyConfig {
     }
 }
 
+/// The comment that opens every include: whose it is, how the proxy includes
+/// it, and how a host name finds its tenant.
+fn header(cfg: &ProxyConfig, included: &str) -> String {
+    format!(
+        "# Written by ocusers from its tenant registry (`ocusers proxy sync`); do not\n\
+         # edit, changes are overwritten. {included}\n\
+         #\n\
+         # Tenant TENANT answers at TENANT.{domain} and its extra domains: each host\n\
+         # name HOST is a link {hosts}/HOST to the directory of\n\
+         # the tenant's socket /run/ocusers/proxy/TENANT/gateway.sock (systemd's\n\
+         # openclaw-proxy@TENANT.socket), which relays to the tenant's gateway on\n\
+         # loopback. Adding or removing a tenant changes the links, not this file,\n\
+         # so {program} is not reloaded for it.\n",
+        domain = cfg.domain,
+        hosts = paths::PROXY_HOSTS_DIR,
+        program = cfg.program(),
+    )
+}
+
 /// The proxy's own complaint, on one line: the lines that say "error" (or
 /// the last few), without Caddy's JSON log wrapping.
 fn proxy_error(stderr: &[u8], stdout: &[u8]) -> String {

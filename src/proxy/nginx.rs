@@ -8,20 +8,11 @@ use crate::paths::PROXY_HOSTS_DIR;
 
 pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
     let mut out = String::new();
-    writeln!(
-        out,
-        "# Written by ocusers from its tenant registry (`ocusers proxy sync`); do not\n\
-         # edit, changes are overwritten. Debian's nginx.conf includes conf.d/*.conf.\n\
-         #\n\
-         # Tenant TENANT answers at TENANT.{domain} and its extra domains: each host\n\
-         # name HOST is a link {PROXY_HOSTS_DIR}/HOST to the directory of the\n\
-         # tenant's socket /run/ocusers/proxy/TENANT/gateway.sock (systemd's\n\
-         # openclaw-proxy@TENANT.socket), which relays to the tenant's gateway on\n\
-         # loopback. Adding or removing a tenant\n\
-         # changes the links, not this file, so nginx is not reloaded for it.\n",
-        domain = cfg.domain
-    )
-    .unwrap();
+    out.push_str(&super::header(
+        cfg,
+        "Debian's nginx.conf includes conf.d/*.conf.",
+    ));
+    out.push('\n');
     out.push_str(
         "map $http_upgrade $ocusers_connection_upgrade {\n\tdefault upgrade;\n\t''      close;\n}\n\n",
     );

@@ -41,6 +41,17 @@ fn get(fx: &Fixture, host: &str, port: u16, path: &str, ca: &str) -> Result<(u16
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))
 }
 
+/// `/readyz` of tenant `name` through Caddy, by its public name.
+fn readyz_via_caddy(fx: &Fixture, name: &str) -> Result<(u16, String), String> {
+    get(
+        fx,
+        &format!("{name}.{DOMAIN}"),
+        CADDY_HTTPS,
+        "/readyz",
+        CADDY_CA,
+    )
+}
+
 fn caddy_pid(fx: &Fixture) -> Result<String, String> {
     Ok(fx.sh("systemctl show -P MainPID caddy")?.trim().to_string())
 }
@@ -99,22 +110,10 @@ pub fn proxy_caddy_setup(fx: &Fixture) -> R {
 /// other local user can use a tenant's proxy socket directly.
 pub fn proxy_routes_by_name(fx: &Fixture) -> R {
     for name in ["alice", "bob-smith"] {
-        let (code, body) = get(
-            fx,
-            &format!("{name}.{DOMAIN}"),
-            CADDY_HTTPS,
-            "/readyz",
-            CADDY_CA,
-        )?;
+        let (code, body) = readyz_via_caddy(fx, name)?;
         ensure(code == 200, || format!("{name}: {code} {body}"))?;
     }
-    let (code, body) = get(
-        fx,
-        &format!("unknown.{DOMAIN}"),
-        CADDY_HTTPS,
-        "/readyz",
-        CADDY_CA,
-    )?;
+    let (code, body) = readyz_via_caddy(fx, "unknown")?;
     ensure(code == 404 && body.contains("no OpenClaw tenant"), || {
         format!("unknown name: {code} {body}")
     })?;
@@ -202,25 +201,13 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
         out.contains(&format!("public: https://dave.{DOMAIN}/")),
         || out.clone(),
     )?;
-    let (code, body) = get(
-        fx,
-        &format!("dave.{DOMAIN}"),
-        CADDY_HTTPS,
-        "/readyz",
-        CADDY_CA,
-    )?;
+    let (code, body) = readyz_via_caddy(fx, "dave")?;
     ensure(code == 200, || format!("dave: {code} {body}"))?;
     fx.ocusers_ok("remove dave --purge")?;
     assert_gone(fx, "dave")?;
     fx.sh("test ! -e /var/lib/ocusers/proxy/hosts/dave.test.internal && ! systemctl is-enabled --quiet openclaw-proxy@dave.socket")
         .map_err(|e| format!("dave's route left behind: {e}"))?;
-    let (code, _) = get(
-        fx,
-        &format!("dave.{DOMAIN}"),
-        CADDY_HTTPS,
-        "/readyz",
-        CADDY_CA,
-    )?;
+    let (code, _) = readyz_via_caddy(fx, "dave")?;
     ensure(code == 404, || format!("dave after remove: {code}"))?;
     let add_remove_secs = t.elapsed().as_secs_f64();
 
@@ -279,13 +266,7 @@ pub fn proxy_invalid_config_refused(fx: &Fixture) -> R {
     )?;
     assert_gone(fx, "erin")?;
     ensure(caddy_pid(fx)? == pid, || "caddy was restarted".into())?;
-    let (code, body) = get(
-        fx,
-        &format!("alice.{DOMAIN}"),
-        CADDY_HTTPS,
-        "/readyz",
-        CADDY_CA,
-    )?;
+    let (code, body) = readyz_via_caddy(fx, "alice")?;
     ensure(code == 200, || {
         format!("alice after the refused add: {code} {body}")
     })?;
@@ -298,13 +279,7 @@ pub fn proxy_invalid_config_refused(fx: &Fixture) -> R {
     ensure(shown["config"].as_str() == Some(on_disk.as_str()), || {
         format!("include not repaired:\n{on_disk}")
     })?;
-    let (code, body) = get(
-        fx,
-        &format!("bob-smith.{DOMAIN}"),
-        CADDY_HTTPS,
-        "/readyz",
-        CADDY_CA,
-    )?;
+    let (code, body) = readyz_via_caddy(fx, "bob-smith")?;
     ensure(code == 200, || {
         format!("bob-smith after repair: {code} {body}")
     })
