@@ -2,13 +2,21 @@
 //! Caddy with its internal CA, then nginx with a given certificate, in the
 //! same container after the lifecycle trials (alice and bob-smith are
 //! running). The container shares the host's network namespace, so the test
-//! Caddy listens on 127.0.0.1 only and on ports of its own.
+//! Caddy listens on ports of its own, on 127.0.0.1 and on [`CLIENT_ADDR`].
+//!
+//! A gateway refuses a proxied request whose client is loopback ("proxy
+//! client attribution is required"): behind a proxy it wants a real client
+//! address. So the test's clients come from [`CLIENT_ADDR`], a documentation
+//! address (TEST-NET-1, never routed) that the tier adds to the loopback
+//! interface and removes again: local traffic that never leaves the host.
 use std::time::{Duration, Instant};
 
 use crate::container::describe;
 use crate::tenants::{Fixture, R, TOKEN_FILE, assert_gone, ensure, stderr, stdout, wait_for};
 
 const DOMAIN: &str = "test.internal";
+/// The public side of the test host: clients connect to it and from it.
+pub const CLIENT_ADDR: &str = "192.0.2.10";
 const CADDY_HTTPS: u16 = 19443;
 const CADDY_CA: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
 const NGINX_CERT: &str = "/etc/ssl/certs/ocusers-test.pem";
@@ -27,15 +35,34 @@ const CADDYFILE: &str = "{
 const PROXY_CADDY: &str = "[proxy]
 domain = \"test.internal\"
 tls = \"internal\"
-listen = [\"127.0.0.1\"]
+listen = [\"127.0.0.1\", \"192.0.2.10\"]
 ";
 
-/// `https://HOST:PORT/PATH` through the proxy, resolved to 127.0.0.1 and
-/// trusting `ca`: (HTTP status, body). Status 0: no HTTP answer at all.
+/// Add (or, with `up` false, remove) [`CLIENT_ADDR`] on the loopback
+/// interface of the host's network namespace, which the container shares.
+fn client_address(up: bool) -> R {
+    let run = |verb: &str| {
+        std::process::Command::new("ip")
+            .args(["addr", verb, &format!("{CLIENT_ADDR}/32"), "dev", "lo"])
+            .output()
+            .map_err(|e| format!("ip addr {verb}: {e} (install iproute2)"))
+    };
+    let _ = run("del");
+    if up {
+        let out = run("add")?;
+        ensure(out.status.success(), || {
+            format!("ip addr add {CLIENT_ADDR}/32 dev lo: {}", describe(&out))
+        })?;
+    }
+    Ok(())
+}
+
+/// `https://HOST:PORT/PATH` through the proxy, resolved to [`CLIENT_ADDR`]
+/// and trusting `ca`: (HTTP status, body). Status 0: no HTTP answer at all.
 fn get(fx: &Fixture, host: &str, port: u16, path: &str, ca: &str) -> Result<(u16, String), String> {
     let out = fx.sh(&format!(
         "curl -s -o /tmp/body -w '%{{http_code}}' --max-time 15 --cacert {ca} \
-         --resolve {host}:{port}:127.0.0.1 https://{host}:{port}{path} || true; echo; cat /tmp/body 2>/dev/null; rm -f /tmp/body"
+         --resolve {host}:{port}:{CLIENT_ADDR} https://{host}:{port}{path} || true; echo; cat /tmp/body 2>/dev/null; rm -f /tmp/body"
     ))?;
     let (code, body) = out.split_once('\n').unwrap_or((&out, ""));
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))
@@ -60,10 +87,11 @@ fn caddy_pid(fx: &Fixture) -> Result<String, String> {
 /// that line is there, `proxy sync` says exactly what to add and changes
 /// nothing.
 pub fn proxy_caddy_setup(fx: &Fixture) -> R {
+    client_address(true)?;
     fx.sh(&format!(
         "printf '%s' '{CADDYFILE}' > /etc/caddy/Caddyfile && systemctl unmask caddy.service && \
          systemctl restart caddy.service && \
-         echo '127.0.0.1 alice.{DOMAIN} bob-smith.{DOMAIN} dave.{DOMAIN} erin.{DOMAIN} unknown.{DOMAIN}' >> /etc/hosts && \
+         echo '{CLIENT_ADDR} alice.{DOMAIN} bob-smith.{DOMAIN} dave.{DOMAIN} erin.{DOMAIN} unknown.{DOMAIN}' >> /etc/hosts && \
          printf '%s' '{PROXY_CADDY}' >> /etc/ocusers/ocusers.toml"
     ))?;
     let out = fx.ocusers("proxy sync");
@@ -298,7 +326,7 @@ pub fn proxy_nginx(fx: &Fixture) -> R {
          openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN={DOMAIN} \
            -addext 'subjectAltName=DNS:*.{DOMAIN}' -keyout {NGINX_KEY} -out {NGINX_CERT} 2>/dev/null && \
          sed -i '/^\\[proxy\\]/,$d' /etc/ocusers/ocusers.toml && \
-         printf '[proxy]\\ndomain = \"{DOMAIN}\"\\nkind = \"nginx\"\\ntls = \"files\"\\ncert_file = \"{NGINX_CERT}\"\\nkey_file = \"{NGINX_KEY}\"\\nlisten = [\"127.0.0.1\"]\\n' >> /etc/ocusers/ocusers.toml && \
+         printf '[proxy]\\ndomain = \"{DOMAIN}\"\\nkind = \"nginx\"\\ntls = \"files\"\\ncert_file = \"{NGINX_CERT}\"\\nkey_file = \"{NGINX_KEY}\"\\nlisten = [\"127.0.0.1\", \"{CLIENT_ADDR}\"]\\n' >> /etc/ocusers/ocusers.toml && \
          systemctl restart nginx"
     ))?;
     let out = fx.ocusers_ok("proxy sync")?;
@@ -338,5 +366,5 @@ pub fn proxy_nginx(fx: &Fixture) -> R {
     )
     .map_err(|e| format!("routes left after public access was turned off: {e}"))?;
     fx.sh("systemctl stop nginx && systemctl mask nginx >/dev/null 2>&1; true")?;
-    Ok(())
+    client_address(false)
 }
