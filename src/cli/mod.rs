@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::paths::Paths;
 
 mod add;
+mod audit;
 mod lifecycle;
 mod list;
 mod remove;
@@ -49,6 +50,11 @@ pub enum Command {
     /// Install and list OpenClaw runtimes (Node + the openclaw package).
     #[command(subcommand)]
     Runtime(runtime::RuntimeCommand),
+    /// Check the boundary between tenants: files, tokens, ports, rules, exposure, and live probes.
+    Audit(audit::AuditArgs),
+    /// One probe of `ocusers audit`, run as a tenant (internal).
+    #[command(hide = true)]
+    AuditProbe(crate::audit::probe::ProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +75,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(t) => lifecycle::run(&paths, lifecycle::Action::Stop, t),
         Command::Restart(t) => lifecycle::run(&paths, lifecycle::Action::Restart, t),
         Command::Runtime(cmd) => runtime::run(&paths, cmd),
+        Command::Audit(args) => audit::run(&paths, args),
+        Command::AuditProbe(args) => std::process::exit(crate::audit::probe::run_probe(&args)),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::config::HostConfig;
 use crate::error::Error;
 use crate::fsutil;
 use crate::identity;
@@ -60,7 +61,17 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
                 .replace(':', "")
         ))
     });
-    let plan = plan(paths, &sd, &name, &user, account, &unit, archive.clone());
+    let cfg = HostConfig::load(paths)?;
+    let plan = plan(
+        paths,
+        &cfg,
+        &sd,
+        &name,
+        &user,
+        account,
+        &unit,
+        archive.clone(),
+    );
     if args.dry_run {
         println!("plan for `ocusers remove {name}`:");
         print!("{}", plan.describe()?);
@@ -77,8 +88,10 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn plan<'a>(
     p: &'a Paths,
+    cfg: &'a HostConfig,
     sd: &'a dyn Systemd,
     name: &'a TenantName,
     user: &'a str,
@@ -157,6 +170,14 @@ fn plan<'a>(
         ),
         move || Ok(!fsutil::exists(&p.tenant_runtime_link(name))),
         move || fsutil::remove_file(&p.tenant_runtime_link(name)),
+    ));
+    plan.push(Step::new(
+        format!(
+            "drop the firewall rules of {name} ({})",
+            p.firewall_file().display()
+        ),
+        move || crate::firewall::is_current(p, cfg, Some(name)),
+        move || crate::firewall::sync(p, cfg, Some(name)),
     ));
     let ours = account.is_some();
     plan.push(Step::new(

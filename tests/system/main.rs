@@ -7,6 +7,7 @@
 //! ones build on the tenants the earlier ones made.
 
 mod container;
+mod isolation;
 mod tenants;
 
 use std::sync::Arc;
@@ -53,6 +54,7 @@ const TRIALS: &[(&str, Check)] = &[
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),
     ("remove_bob", tenants::remove_bob),
+    ("isolation_on_debian12", isolation::isolation_on_debian12),
 ];
 
 fn main() {
