@@ -354,6 +354,8 @@ impl Vm {
         };
         let mut qemu = Command::new(QEMU);
         qemu.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2"])
+            // No default devices (VGA, floppy, CD-ROM, parallel port): less to boot under TCG.
+            .args(["-nodefaults", "-vga", "none"])
             .args(["-m", "2048", "-display", "none", "-monitor", "none"])
             .args(["-nic", "none", "-no-reboot"])
             .arg("-serial")

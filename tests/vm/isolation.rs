@@ -40,7 +40,7 @@ wait_ready() {
     echo "openclaw@$1 did not become active and ready" >&2; systemctl status --no-pager "openclaw@$1" >&2; return 1
 }
 bind_probe() { # PORT [4|6]: bind (no listen) and say what happened
-    perl -MSocket -e 'my ($p, $v) = @ARGV; if ($v == 6) { socket(S, AF_INET6, SOCK_STREAM, 0) or die "socket: $!"; bind(S, pack_sockaddr_in6($p, inet_pton(AF_INET6, "::1"))) or do { print "bind: $!\n"; exit 13 } } else { socket(S, PF_INET, SOCK_STREAM, 0) or die "socket: $!"; bind(S, sockaddr_in($p, INADDR_LOOPBACK)) or do { print "bind: $!\n"; exit 13 } } print "bound\n"' "$1" "${2:-4}"
+    perl -MSocket=:all -e 'my ($p, $v) = @ARGV; if ($v == 6) { socket(S, AF_INET6, SOCK_STREAM, 0) or die "socket: $!"; bind(S, pack_sockaddr_in6($p, inet_pton(AF_INET6, "::1"))) or do { print "bind: $!\n"; exit 13 } } else { socket(S, PF_INET, SOCK_STREAM, 0) or die "socket: $!"; bind(S, sockaddr_in($p, INADDR_LOOPBACK)) or do { print "bind: $!\n"; exit 13 } } print "bound\n"' "$1" "${2:-4}"
 }
 "#;
 
@@ -295,9 +295,10 @@ pub fn fork_bomb_stops_at_tasks_max(fx: &Fixture) -> R {
             while (1) {
                 my $p = fork();
                 if (!defined $p) {
+                    my $err = \"$!\";
                     open(my $f, \"<\", \"/sys/fs/cgroup/openclaw.slice/openclaw\\@alice.service/pids.current\");
                     my $cur = <$f>; chomp $cur;
-                    print \"forks=$n\\nerror=$!\\npids_current=$cur\\n\";
+                    print \"forks=$n\\nerror=$err\\npids_current=$cur\\n\";
                     exit 0;
                 }
                 if ($p == 0) { sleep 120; exit 0 }
@@ -351,7 +352,7 @@ pub fn busy_loop_held_to_cpu_quota(fx: &Fixture) -> R {
          bash -c 'while :; do :; done' & free=$!
          s0=$(awk '{print $14+$15}' /proc/$free/stat); f0=$(date +%s%N); sleep 3
          s1=$(awk '{print $14+$15}' /proc/$free/stat); f1=$(date +%s%N); kill $free
-         echo free_ratio=$(( (s1 - s0) * 10000000000 / $(getconf CLK_TCK) / (f1 - f0) ))")?;
+         echo free_ratio=$(( (s1 - s0) * 10000000000000 / $(getconf CLK_TCK) / (f1 - f0) ))")?;
     let f = fields(&out);
     let ratio = num(&f, "ratio")? / 10000.0;
     let free = num(&f, "free_ratio")? / 10000.0;
