@@ -158,6 +158,30 @@ pub fn availability() -> &'static Result<(), String> {
     })
 }
 
+/// Is this a container (systemd-nspawn, docker, ...)? A container usually
+/// shares the host's network namespace, where rules would change the host's
+/// firewall, so mode `auto` leaves nftables alone there.
+pub fn in_container() -> bool {
+    if std::fs::read_to_string("/run/systemd/container").is_ok_and(|s| !s.trim().is_empty()) {
+        return true;
+    }
+    std::fs::read("/proc/1/environ").is_ok_and(|env| {
+        env.split(|b| *b == 0)
+            .any(|kv| kv.starts_with(b"container=") && kv.len() > "container=".len())
+    })
+}
+
+/// Will ocusers load rules here under this configuration? `Err(why)` if not.
+pub fn usable(cfg: &HostConfig) -> Result<(), String> {
+    match cfg.isolation.firewall {
+        FirewallMode::Off => Err("[isolation] firewall = \"off\" in /etc/ocusers/ocusers.toml".into()),
+        FirewallMode::Auto if in_container() => Err(
+            "running in a container, which may share the host's network namespace: ocusers leaves nftables alone (set [isolation] firewall = \"required\" if this container has its own network)".into(),
+        ),
+        _ => availability().clone(),
+    }
+}
+
 fn nft() -> &'static str {
     if std::path::Path::new("/usr/sbin/nft").exists() {
         "/usr/sbin/nft"
@@ -207,7 +231,7 @@ pub fn is_current(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>)
     if !file_ok {
         return Ok(false);
     }
-    match availability() {
+    match usable(cfg) {
         Err(_) if cfg.isolation.firewall == FirewallMode::Auto => Ok(true),
         _ => Ok(loaded_table().is_some_and(|t| loaded_matches(&want, &t))),
     }
@@ -226,7 +250,7 @@ pub fn sync(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) -> Re
         fsutil::ensure_dir(dir, 0o755)?;
     }
     fsutil::write_atomic(&file, want.as_bytes(), 0o644)?;
-    if let Err(why) = availability() {
+    if let Err(why) = usable(cfg) {
         if cfg.isolation.firewall == FirewallMode::Auto {
             tracing::warn!(
                 "tenant ports are not firewalled on this host ({why}); `ocusers audit` reports it. \
@@ -234,7 +258,7 @@ pub fn sync(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) -> Re
             );
             return Ok(());
         }
-        return Err(Error::FirewallUnavailable { why: why.clone() }.into());
+        return Err(Error::FirewallUnavailable { why }.into());
     }
     process::run(Command::new(nft()).arg("-f").arg(&file))?;
     Ok(())

@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use serde::Serialize;
 
-use crate::config::{FirewallMode, HostConfig};
+use crate::config::HostConfig;
 use crate::firewall;
 use crate::systemd::{PortRange, SocketBind};
 use crate::tenant::Record;
@@ -108,18 +108,12 @@ pub fn layers(cfg: &HostConfig) -> Vec<Layer> {
             detail: e,
         },
     };
-    let fw = if cfg.isolation.firewall == FirewallMode::Off {
-        Layer {
-            name: "firewall",
-            active: false,
-            detail: "[isolation] firewall = \"off\" in /etc/ocusers/ocusers.toml".into(),
-        }
-    } else {
-        match firewall::availability() {
+    let fw = {
+        match firewall::usable(cfg) {
             Err(why) => Layer {
                 name: "firewall",
                 active: false,
-                detail: why.clone(),
+                detail: why,
             },
             Ok(()) => match firewall::loaded_table() {
                 Some(_) => Layer {

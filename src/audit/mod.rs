@@ -101,7 +101,9 @@ pub fn run(
             (name, false) => failures.push(format!("{name} layer inactive: {}", l.detail)),
         }
     }
-    let loaded = firewall::loaded_table();
+    let loaded = firewall::usable(cfg)
+        .ok()
+        .and_then(|()| firewall::loaded_table());
     let listeners = ports::listener_owners(paths.root());
 
     let mut tenants = Vec::new();
@@ -446,7 +448,7 @@ fn audit_tenant(
                     format!("{} set, unique", secrets::TOKEN_KEY)
                 } else {
                     format!(
-                        "{} is the same as {}'s: give each tenant its own (delete the line from {} and run `ocusers add {name}`)",
+                        "{} is the same as {}'s: give each tenant its own (delete the line from {} and run `ocusers add {name}`, then `systemctl restart {unit}`)",
                         secrets::TOKEN_KEY,
                         same.join(", "),
                         secrets_file.display()
@@ -592,10 +594,8 @@ pub fn exposure(unit: &str) -> Option<f64> {
     let line = text
         .lines()
         .find(|l| l.contains("Overall exposure level"))?;
-    line.rsplit(':')
-        .next()?
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
+    // "→ Overall exposure level for openclaw@alice.service: 1.3 OK :-)"
+    line.split_whitespace().find_map(|w| w.parse().ok())
 }
 
 fn probe_pair(

@@ -325,6 +325,7 @@ pub struct Vm {
 impl Vm {
     /// Boot the guest with `files` (host path, name) copied into its share (`/mnt/host/NAME`).
     pub fn boot(image: &GuestImage, files: &[(PathBuf, &str)]) -> Result<Vm, String> {
+        sweep_stale_dirs();
         let dir = tempfile::Builder::new()
             .prefix("ocusers-vm-")
             .tempdir_in("/var/tmp")
@@ -332,6 +333,11 @@ impl Vm {
             .keep();
         let share = dir.join("share");
         fs::create_dir_all(share.join("q")).map_err(|e| e.to_string())?;
+        write(
+            &dir.join("owner"),
+            &format!("{}\n", std::process::id()),
+            0o644,
+        )?;
         for (src, name) in files {
             let dst = share.join(name);
             if src.is_dir() {
@@ -538,6 +544,25 @@ impl Drop for Vm {
             let _ = fs::remove_dir_all(&self.dir);
         } else {
             eprintln!("[vm] kept {}", self.dir.display());
+        }
+    }
+}
+
+/// Deletes the directories of VMs whose test process is gone (qemu died with it).
+fn sweep_stale_dirs() {
+    for entry in fs::read_dir("/var/tmp").into_iter().flatten().flatten() {
+        let path = entry.path();
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("ocusers-vm-"));
+        let owner = fs::read_to_string(path.join("owner")).unwrap_or_default();
+        let alive = owner
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if ours && !owner.is_empty() && !alive {
+            let _ = fs::remove_dir_all(&path);
         }
     }
 }
