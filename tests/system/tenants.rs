@@ -711,9 +711,14 @@ pub fn dry_run_changes_nothing(fx: &Fixture) -> R {
 /// A gateway that does not become ready in time makes `add` fail and roll
 /// back everything it did: no user, unit, port, secrets or state left.
 pub fn failed_add_rolls_back(fx: &Fixture) -> R {
-    fx.sh("printf '[tenants]\\nready_timeout = 1\\n' > /etc/ocusers/ocusers.toml")?;
+    // Keep the host's file (it holds the test port pool when
+    // OCUSERS_TEST_PORT_START is set) and put it back afterwards.
+    fx.sh(
+        "touch /etc/ocusers/ocusers.toml; cp -p /etc/ocusers/ocusers.toml /root/ocusers.toml.orig; \
+           printf '[tenants]\\nready_timeout = 1\\n' >> /etc/ocusers/ocusers.toml",
+    )?;
     let out = fx.ocusers("add erin");
-    fx.sh("rm /etc/ocusers/ocusers.toml")?;
+    fx.sh("mv /root/ocusers.toml.orig /etc/ocusers/ocusers.toml")?;
     ensure(out.status.code() == Some(1), || describe(&out))?;
     let err = stderr(&out);
     ensure(
