@@ -31,7 +31,7 @@ pub const GUEST_SUITE: &str = "trixie";
 /// Installed into the guest on top of the base root.
 const GUEST_PACKAGES: &[&str] = &["linux-image-amd64", "nftables", "perl"];
 const DISK_SIZE: &str = "4G";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const QEMU: &str = "qemu-system-x86_64";
 
 /// The runner inside the guest: executes the host's scripts one at a time, in name order.
@@ -489,7 +489,7 @@ impl Vm {
     }
 
     pub fn sh(&self, script: &str) -> GuestOutput {
-        self.sh_timeout(script, Duration::from_secs(300))
+        self.sh_timeout(script, Duration::from_secs(600))
     }
 
     /// stdout of a script that must succeed.
