@@ -16,6 +16,7 @@ pub struct HostConfig {
     pub tenants: TenantsConfig,
     pub runtime: RuntimeConfig,
     pub proxy: crate::proxy::ProxyConfig,
+    pub isolation: IsolationConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +40,29 @@ pub struct RuntimeConfig {
     pub package: String,
     pub node: String,
     pub npm: String,
+}
+
+/// How tenants are kept apart on loopback (see `ocusers audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsolationConfig {
+    /// nftables rules closing each tenant's port block to the others.
+    pub firewall: FirewallMode,
+    /// Users whose processes may connect to every tenant's ports (the
+    /// reverse proxy); users missing on the host are left out.
+    pub proxy_users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallMode {
+    /// Load the rules; where the kernel refuses (a container without
+    /// CAP_NET_ADMIN) or nft is missing, warn, and `ocusers audit` fails.
+    Auto,
+    /// Load the rules or fail the change.
+    Required,
+    /// Never touch nftables.
+    Off,
 }
 
 impl HostConfig {

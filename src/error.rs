@@ -64,6 +64,12 @@ pub enum Error {
         stderr: String,
     },
     #[error(
+        "cannot load the tenant firewall rules ({why}), and /etc/ocusers/ocusers.toml says [isolation] firewall = \"required\": install nftables and run on a host (not a container) that allows nft, or set firewall = \"auto\""
+    )]
+    FirewallUnavailable { why: String },
+    #[error("audit found {count} problem(s), listed above with their fixes")]
+    AuditFailed { count: usize },
+    #[error(
         "gateway of tenant {name:?} did not become ready within {seconds} s ({detail}); see `journalctl -u openclaw@{name}`"
     )]
     NotReady {

@@ -4,12 +4,15 @@
 //! secrets file and port block, and an instance of the `openclaw@.service`
 //! template. systemd is the source of truth for runtime state; ocusers keeps
 //! only what systemd does not know (see [`tenant::Record`]).
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod firewall;
 pub mod fsutil;
 pub mod health;
 pub mod identity;
+pub mod isolation;
 pub mod lock;
 pub mod logging;
 pub mod openclaw_config;

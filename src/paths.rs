@@ -105,6 +105,11 @@ impl Paths {
         self.state_parent().join(name.as_str())
     }
 
+    /// The nftables ruleset ocusers generates from the registry.
+    pub fn firewall_file(&self) -> PathBuf {
+        self.at("/var/lib/ocusers/firewall.nft")
+    }
+
     /// Persistent unit properties set over D-Bus land here.
     pub fn unit_control_dir(&self, unit: &str) -> PathBuf {
         self.at("/etc/systemd/system.control")

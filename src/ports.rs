@@ -40,6 +40,90 @@ pub fn parse_proc_net_tcp(text: &str) -> impl Iterator<Item = u16> + '_ {
     })
 }
 
+/// A listening TCP socket and the processes holding it, with their cgroup
+/// (v2 path, like `/openclaw.slice/openclaw@alice.service`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub port: u16,
+    pub pids: Vec<u32>,
+    pub cgroups: Vec<String>,
+}
+
+/// Every listening TCP socket (IPv4 and IPv6) with its owners, found by
+/// matching socket inodes in `/proc/net/tcp{,6}` to `/proc/PID/fd`.
+pub fn listener_owners(root: &Path) -> Vec<Listener> {
+    let mut by_inode: std::collections::BTreeMap<u64, u16> = Default::default();
+    for file in ["proc/net/tcp", "proc/net/tcp6"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 9 && f[3] == "0A" {
+                let port = f[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|h| u16::from_str_radix(h, 16).ok());
+                if let (Some(port), Ok(inode)) = (port, f[9].parse::<u64>()) {
+                    by_inode.insert(inode, port);
+                }
+            }
+        }
+    }
+    let mut owners: std::collections::BTreeMap<u64, BTreeSet<u32>> = Default::default();
+    for entry in std::fs::read_dir(root.join("proc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        for fd in std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let inode = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("socket:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok());
+            if let Some(inode) = inode.filter(|i| by_inode.contains_key(i)) {
+                owners.entry(inode).or_default().insert(pid);
+            }
+        }
+    }
+    let mut out: Vec<Listener> = by_inode
+        .iter()
+        .map(|(inode, port)| {
+            let pids: Vec<u32> = owners.get(inode).into_iter().flatten().copied().collect();
+            let cgroups: BTreeSet<String> = pids
+                .iter()
+                .filter_map(|pid| {
+                    let text =
+                        std::fs::read_to_string(root.join(format!("proc/{pid}/cgroup"))).ok()?;
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("0::"))
+                        .map(str::to_string)
+                })
+                .collect();
+            Listener {
+                port: *port,
+                pids,
+                cgroups: cgroups.into_iter().collect(),
+            }
+        })
+        .collect();
+    out.sort_by_key(|l| l.port);
+    out
+}
+
 fn overlaps(a_start: u16, b_start: u16, block: u16) -> bool {
     let (a, b, n) = (u32::from(a_start), u32::from(b_start), u32::from(block));
     a < b + n && b < a + n

@@ -54,6 +54,68 @@ pub trait Systemd {
     fn reload(&self, unit: &str) -> Result<()>;
     /// `systemctl daemon-reload`: re-read unit files and drop-ins.
     fn daemon_reload(&self) -> Result<()>;
+    /// The unit's `SocketBindAllow=` and `SocketBindDeny=` lists.
+    fn socket_bind(&self, unit: &str) -> Result<SocketBind> {
+        anyhow::bail!("reading SocketBindAllow= of {unit} is not supported here")
+    }
+    /// Persistent (`runtime=false`) `SocketBindAllow=`/`SocketBindDeny=`,
+    /// replacing earlier lists.
+    fn set_socket_bind(&self, unit: &str, bind: &SocketBind) -> Result<()> {
+        let _ = bind;
+        anyhow::bail!("setting SocketBindAllow= on {unit} is not supported here")
+    }
+}
+
+/// A port range of a `SocketBindAllow=`/`SocketBindDeny=` rule, for TCP
+/// and UDP over IPv4 and IPv6 (systemd: family AF_UNSPEC, protocol 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// The ports a unit's processes may `bind()`: systemd checks the allow
+/// list first, then the deny list; ports in neither stay allowed (so
+/// binding port 0, an ephemeral port, still works). Enforced only where
+/// systemd has its BPF framework (`systemctl --version`: +BPF_FRAMEWORK).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SocketBind {
+    pub allow: Vec<PortRange>,
+    pub deny: Vec<PortRange>,
+}
+
+fn bind_items(map: &HashMap<String, OwnedVariant>, key: &str) -> Vec<PortRange> {
+    use zbus::Variant as Value;
+    let mut out = Vec::new();
+    if let Some(Value::Array(items)) = map.get(key).map(|v| &**v) {
+        for item in items.iter() {
+            if let Value::Structure(s) = item
+                && let [_, _, Value::U16(n), Value::U16(min)] = s.fields()
+                && *n > 0
+            {
+                out.push(PortRange {
+                    first: *min,
+                    last: min.saturating_add(n - 1),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn bind_variant(ranges: &[PortRange]) -> OwnedVariant {
+    let items: Vec<(i32, i32, u16, u16)> = ranges
+        .iter()
+        .map(|r| (0, 0, r.last - r.first + 1, r.first))
+        .collect();
+    OwnedVariant::try_from(zbus::Variant::from(items))
+        .expect("an array of (iiqq) has no file descriptors")
 }
 
 pub struct DbusSystemd {
@@ -287,6 +349,38 @@ impl Systemd for DbusSystemd {
     fn daemon_reload(&self) -> Result<()> {
         zbus::block_on(async { anyhow::Ok(self.manager().await?.reload().await?) })
             .context("reloading systemd's unit files (daemon-reload)")
+    }
+
+    fn socket_bind(&self, unit: &str) -> Result<SocketBind> {
+        zbus::block_on(async {
+            let path = self.manager().await?.load_unit(unit.into()).await?;
+            let s = self
+                .get_all(&path, "org.freedesktop.systemd1.Service")
+                .await?;
+            anyhow::Ok(SocketBind {
+                allow: bind_items(&s, "SocketBindAllow"),
+                deny: bind_items(&s, "SocketBindDeny"),
+            })
+        })
+        .with_context(|| format!("reading SocketBindAllow= of {unit} from systemd"))
+    }
+
+    fn set_socket_bind(&self, unit: &str, bind: &SocketBind) -> Result<()> {
+        // An empty list resets; the next one is then the whole list.
+        let props: Vec<(String, OwnedVariant)> = vec![
+            ("SocketBindAllow".into(), bind_variant(&[])),
+            ("SocketBindAllow".into(), bind_variant(&bind.allow)),
+            ("SocketBindDeny".into(), bind_variant(&[])),
+            ("SocketBindDeny".into(), bind_variant(&bind.deny)),
+        ];
+        zbus::block_on(async {
+            self.manager()
+                .await?
+                .set_unit_properties(unit.into(), false, props)
+                .await?;
+            anyhow::Ok(())
+        })
+        .with_context(|| format!("setting SocketBindAllow=/SocketBindDeny= on {unit}"))
     }
 }
 

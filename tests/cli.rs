@@ -206,6 +206,7 @@ fn changing_commands_need_root_and_say_how() {
         (vec!["stop", "alice"], "stop"),
         (vec!["restart", "alice"], "restart"),
         (vec!["runtime", "install"], "runtime install"),
+        (vec!["audit"], "audit"),
     ] {
         let out = as_nobody(&args);
         assert_fails(
@@ -246,6 +247,8 @@ fn usage_errors_exit_2() {
     }
     let out = ocusers(root.path(), &["status", "nosuch"]);
     assert_fails(&out, 1, "no tenant named \"nosuch\": see `ocusers list`");
+    let out = ocusers(root.path(), &["audit", "Bad!"]);
+    assert_fails(&out, 2, "invalid tenant name \"Bad!\"");
 }
 
 #[test]

@@ -105,3 +105,26 @@ fn target_and_slice() {
     let s = unit("openclaw.slice");
     assert!(values(&s, "Description")[0].contains("OpenClaw"));
 }
+
+#[test]
+fn firewall_unit_loads_the_generated_table_before_tenants() {
+    let u = unit("ocusers-firewall.service");
+    assert_eq!(values(&u, "Type"), ["oneshot"]);
+    assert_eq!(values(&u, "RemainAfterExit"), ["yes"]);
+    assert_eq!(
+        values(&u, "ExecStart"),
+        ["/usr/sbin/nft -f /var/lib/ocusers/firewall.nft"]
+    );
+    // After nftables.service (whose config usually flushes the ruleset) and
+    // reloaded with it; before any gateway.
+    assert!(values(&u, "After")[0].contains("nftables.service"));
+    assert_eq!(values(&u, "ReloadPropagatedFrom"), ["nftables.service"]);
+    assert!(values(&u, "Before")[0].contains("openclaw.target"));
+    assert_eq!(values(&u, "WantedBy"), ["multi-user.target"]);
+    let t = unit("openclaw@.service");
+    assert_eq!(values(&t, "Wants"), ["ocusers-firewall.service"]);
+    assert_eq!(
+        values(&t, "After"),
+        ["network.target", "ocusers-firewall.service"]
+    );
+}

@@ -19,6 +19,12 @@ _ocusers() {
             ocusers,add)
                 cmd="ocusers__subcmd__add"
                 ;;
+            ocusers,audit)
+                cmd="ocusers__subcmd__audit"
+                ;;
+            ocusers,audit-probe)
+                cmd="ocusers__subcmd__audit__subcmd__probe"
+                ;;
             ocusers,help)
                 cmd="ocusers__subcmd__help"
                 ;;
@@ -48,6 +54,12 @@ _ocusers() {
                 ;;
             ocusers__subcmd__help,add)
                 cmd="ocusers__subcmd__help__subcmd__add"
+                ;;
+            ocusers__subcmd__help,audit)
+                cmd="ocusers__subcmd__help__subcmd__audit"
+                ;;
+            ocusers__subcmd__help,audit-probe)
+                cmd="ocusers__subcmd__help__subcmd__audit__subcmd__probe"
                 ;;
             ocusers__subcmd__help,help)
                 cmd="ocusers__subcmd__help__subcmd__help"
@@ -131,7 +143,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart runtime proxy help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart runtime proxy audit audit-probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -170,8 +182,36 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__audit)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__audit__subcmd__probe)
+            opts="-v -h --verbose --help read-dir read-file signal bind connect"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart runtime proxy help"
+            opts="add remove list status start stop restart runtime proxy audit audit-probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -185,6 +225,34 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__audit)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__audit__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -101,6 +101,7 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
     let sd = DbusSystemd::connect()?;
     let ctx = Ctx {
         paths,
+        cfg: &cfg,
         sd: &sd,
         record: &record,
         tier: &tier,
@@ -273,6 +274,7 @@ fn check_identity(name: &TenantName, user: &str, registered: bool) -> Result<()>
 
 struct Ctx<'a> {
     paths: &'a Paths,
+    cfg: &'a HostConfig,
     sd: &'a dyn Systemd,
     record: &'a Record,
     tier: &'a Tier,
@@ -417,8 +419,50 @@ impl<'a> Ctx<'a> {
             .revert(move || crate::fsutil::remove_file(&p.tenant_runtime_link(name))),
         );
 
-        let l = self.tier.limits;
         let unit = self.unit.as_str();
+        // Closed before the gateway first starts: other tenants cannot bind
+        // this block, nor connect to it (see src/firewall.rs).
+        let bind = crate::isolation::socket_bind_for(self.cfg, r);
+        let bind_check = bind.clone();
+        plan.push(
+            Step::new(
+                format!(
+                    "restrict bind() in {unit} to its own ports (SocketBindAllow={} SocketBindDeny={})",
+                    bind.allow[0], bind.deny[0]
+                ),
+                move || {
+                    Ok(self.sd.socket_bind(unit)? == bind_check
+                        && p.unit_control_dir(unit)
+                            .join("50-SocketBindAllow.conf")
+                            .is_file())
+                },
+                move || self.sd.set_socket_bind(unit, &bind),
+            )
+            .revert(move || {
+                for f in ["50-SocketBindAllow.conf", "50-SocketBindDeny.conf"] {
+                    crate::fsutil::remove_file(&p.unit_control_dir(unit).join(f))?;
+                }
+                Ok(())
+            }),
+        );
+        let cfg = self.cfg;
+        plan.push(
+            Step::new(
+                format!(
+                    "firewall ports {}-{} to all but {} and root and the proxy ({}, table inet {})",
+                    r.port,
+                    r.last_port(),
+                    self.user,
+                    p.firewall_file().display(),
+                    crate::firewall::TABLE
+                ),
+                move || crate::firewall::is_current(p, cfg, None),
+                move || crate::firewall::sync(p, cfg, None),
+            )
+            .revert(move || crate::firewall::sync(p, cfg, Some(name))),
+        );
+
+        let l = self.tier.limits;
         plan.push(
             Step::new(
                 format!(

@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::paths::Paths;
 
 mod add;
+mod audit;
 mod lifecycle;
 mod list;
 mod proxy;
@@ -53,6 +54,11 @@ pub enum Command {
     /// Public access through the reverse proxy (Caddy or nginx): sync and show its routes.
     #[command(subcommand)]
     Proxy(proxy::ProxyCommand),
+    /// Check the boundary between tenants: files, tokens, ports, rules, exposure, and live probes.
+    Audit(audit::AuditArgs),
+    /// One probe of `ocusers audit`, run as a tenant (internal).
+    #[command(hide = true)]
+    AuditProbe(crate::audit::probe::ProbeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -74,6 +80,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart(t) => lifecycle::run(&paths, lifecycle::Action::Restart, t),
         Command::Runtime(cmd) => runtime::run(&paths, cmd),
         Command::Proxy(cmd) => proxy::run(&paths, cmd),
+        Command::Audit(args) => audit::run(&paths, args),
+        Command::AuditProbe(args) => std::process::exit(crate::audit::probe::run_probe(&args)),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::config::HostConfig;
 use crate::error::Error;
 use crate::fsutil;
 use crate::identity;
@@ -60,7 +61,7 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
                 .replace(':', "")
         ))
     });
-    let cfg = crate::config::HostConfig::load(paths)?;
+    let cfg = HostConfig::load(paths)?;
     let others: Vec<tenant::Record> = tenant::list(paths)?
         .into_iter()
         .filter(|r| r.name != name)
@@ -83,6 +84,7 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     add_steps(
         &mut plan,
         paths,
+        &cfg,
         &sd,
         &name,
         &user,
@@ -110,6 +112,7 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
 fn add_steps<'a>(
     plan: &mut Plan<'a>,
     p: &'a Paths,
+    cfg: &'a HostConfig,
     sd: &'a dyn Systemd,
     name: &'a TenantName,
     user: &'a str,
@@ -187,6 +190,14 @@ fn add_steps<'a>(
         ),
         move || Ok(!fsutil::exists(&p.tenant_runtime_link(name))),
         move || fsutil::remove_file(&p.tenant_runtime_link(name)),
+    ));
+    plan.push(Step::new(
+        format!(
+            "drop the firewall rules of {name} ({})",
+            p.firewall_file().display()
+        ),
+        move || crate::firewall::is_current(p, cfg, Some(name)),
+        move || crate::firewall::sync(p, cfg, Some(name)),
     ));
     let ours = account.is_some();
     plan.push(Step::new(

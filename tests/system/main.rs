@@ -7,6 +7,7 @@
 //! ones build on the tenants the earlier ones made.
 
 mod container;
+mod isolation;
 mod proxy;
 mod tenants;
 
@@ -67,6 +68,7 @@ const TRIALS: &[(&str, Check)] = &[
         proxy::proxy_invalid_config_refused,
     ),
     ("proxy_nginx", proxy::proxy_nginx),
+    ("isolation_on_debian12", isolation::isolation_on_debian12),
 ];
 
 fn main() {

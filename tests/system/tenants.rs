@@ -518,9 +518,11 @@ pub fn status_json_matches_systemd(fx: &Fixture) -> R {
     }
     // The tier's limits as systemd persisted them (SetUnitProperties with
     // runtime=false), compared with a golden file.
+    // (The per-tenant SocketBind drop-ins hold ports, which depend on the
+    // pool: isolation_layers_on_debian12 checks them.)
     let dropins = fx.sh(
         "cd /etc/systemd/system.control/openclaw@alice.service.d && \
-         for f in *.conf; do echo \"== $f\"; cat \"$f\"; done",
+         for f in 50-CPUQuota.conf 50-MemoryHigh.conf 50-MemoryMax.conf 50-TasksMax.conf; do echo \"== $f\"; cat \"$f\"; done",
     )?;
     golden(
         "tests/golden/system.control-openclaw@alice.service.d.txt",
