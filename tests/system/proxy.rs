@@ -197,38 +197,91 @@ fn connections_to(fx: &Fixture, port: u16) -> Result<Vec<String>, String> {
 pub fn proxy_add_remove_keeps_websockets(fx: &Fixture) -> R {
     let alice_port = fx.port("alice")?;
     let token = fx.token("alice")?;
-    // A remote client is a new device: the first connect asks for pairing,
+    // A remote client is a new device: its first connect asks for pairing,
     // which the operator approves on the host (a loopback connection with
-    // the gateway token), as with any remote OpenClaw client.
-    start_follower(fx, &token)?;
-    let mut request = None;
-    wait_for(
-        "the log follower to connect or ask for pairing",
-        Duration::from_secs(120),
-        || {
-            let err = fx.sh("cat /tmp/follow.err")?;
-            request = err.split("requestId: ").nth(1).map(|r| {
-                r.chars()
-                    .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
-                    .collect::<String>()
-            });
-            Ok(request.is_some() || !connections_to(fx, alice_port)?.is_empty())
-        },
-    )?;
-    if let Some(id) = request {
-        fx.write_token_file(&token)?;
-        fx.sh(&format!(
-            "export HOME=$(mktemp -d) PATH=/var/lib/ocusers/runtimes/default/node_modules/.bin:$PATH; \
-             kill $(cat /tmp/follow.pid) 2>/dev/null; \
-             timeout 120 openclaw devices approve {id} --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\" --json; \
-             rc=$?; rm -rf \"$HOME\" {TOKEN_FILE}; exit $rc"
-        ))
-        .map_err(|e| format!("approving the follower's pairing request {id}: {e}"))?;
+    // the gateway token), as with any remote OpenClaw client. The follower
+    // exits on that refusal; it is started again after each approval (a
+    // second request, e.g. for more scopes, is approved the same way).
+    let mut approvals = Vec::new();
+    loop {
         start_follower(fx, &token)?;
+        match follower_outcome(fx)? {
+            Outcome::Streaming => break,
+            Outcome::Pairing(id) if approvals.len() < 3 => {
+                let out = approve_pairing(fx, &id, alice_port, &token)
+                    .map_err(|e| format!("approving the follower's pairing request {id}: {e}"))?;
+                approvals.push(format!("{id}: {}", out.trim()));
+            }
+            Outcome::Pairing(id) => {
+                fx.write_token_file(&token)?;
+                let devices = fx.sh(&format!(
+                    "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
+                     timeout 120 openclaw devices list --json --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\"; \
+                     rc=$?; rm -rf \"$HOME\"; exit $rc"
+                ));
+                let _ = fx.sh(&format!("rm -f {TOKEN_FILE}"));
+                return Err(format!(
+                    "the follower still asks for pairing ({id}) after approvals {approvals:?}; devices: {devices:?}"
+                ));
+            }
+        }
     }
     let result = keeps_websockets(fx, alice_port);
     let _ = fx.sh("kill $(cat /tmp/follow.pid) 2>/dev/null; true");
     result
+}
+
+const RUNTIME_BIN: &str = "/var/lib/ocusers/runtimes/default/node_modules/.bin";
+
+enum Outcome {
+    /// Connected: log lines arrive on its stdout.
+    Streaming,
+    /// Refused with "pairing required"; the pending request's id.
+    Pairing(String),
+}
+
+/// Wait until the follower either streams alice's logs or has been refused
+/// for pairing (it exits then). Anything else is a failure with its stderr.
+fn follower_outcome(fx: &Fixture) -> Result<Outcome, String> {
+    let mut outcome = None;
+    let mut last_err = String::new();
+    wait_for(
+        "the log follower to stream or ask for pairing",
+        Duration::from_secs(120),
+        || {
+            if fx.sh("test -s /tmp/follow.out").is_ok() {
+                outcome = Some(Outcome::Streaming);
+                return Ok(true);
+            }
+            last_err = fx.sh("cat /tmp/follow.err")?;
+            if let Some(r) = last_err.split("requestId: ").nth(1) {
+                let id: String = r
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit() || *c == '-')
+                    .collect();
+                outcome = Some(Outcome::Pairing(id));
+                return Ok(true);
+            }
+            if fx.sh("kill -0 $(cat /tmp/follow.pid)").is_err() {
+                return Err(format!("the log follower exited: {last_err}"));
+            }
+            Ok(false)
+        },
+    )
+    .map_err(|e| format!("{e}; follower stderr: {last_err}"))?;
+    Ok(outcome.expect("set when the wait succeeds"))
+}
+
+/// `openclaw devices approve ID` on the host, over loopback with alice's
+/// token; returns its output.
+fn approve_pairing(fx: &Fixture, id: &str, alice_port: u16, token: &str) -> Result<String, String> {
+    fx.write_token_file(token)?;
+    fx.sh(&format!(
+        "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
+         kill $(cat /tmp/follow.pid) 2>/dev/null; \
+         timeout 120 openclaw devices approve {id} --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\" --json; \
+         rc=$?; rm -rf \"$HOME\" {TOKEN_FILE}; exit $rc"
+    ))
 }
 
 /// `openclaw logs --follow` through Caddy as alice's client, in the
@@ -236,7 +289,8 @@ pub fn proxy_add_remove_keeps_websockets(fx: &Fixture) -> R {
 fn start_follower(fx: &Fixture, token: &str) -> R {
     fx.write_token_file(token)?;
     fx.sh(&format!(
-        "mkdir -p /root/follower; export NODE_EXTRA_CA_CERTS={CADDY_CA} HOME=/root/follower PATH=/var/lib/ocusers/runtimes/default/node_modules/.bin:$PATH; \
+        "mkdir -p /root/follower; : > /tmp/follow.out; : > /tmp/follow.err; \
+         export NODE_EXTRA_CA_CERTS={CADDY_CA} HOME=/root/follower PATH={RUNTIME_BIN}:$PATH; \
          setsid openclaw logs --follow --json --interval 1000 --url wss://alice.{DOMAIN}:{CADDY_HTTPS} \
            --token \"$(cat {TOKEN_FILE})\" >/tmp/follow.out 2>/tmp/follow.err </dev/null & echo $! > /tmp/follow.pid; \
          sleep 1; rm -f {TOKEN_FILE}"
