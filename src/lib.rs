@@ -4,8 +4,10 @@
 //! secrets file and port block, and an instance of the `openclaw@.service`
 //! template. systemd is the source of truth for runtime state; ocusers keeps
 //! only what systemd does not know (see [`tenant::Record`]).
+pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod fsutil;
 pub mod health;
@@ -24,3 +26,5 @@ pub mod secrets;
 pub mod status;
 pub mod systemd;
 pub mod tenant;
+pub mod tenant_exec;
+pub mod upgrade;
