@@ -53,31 +53,31 @@ impl Fixture {
         })
     }
 
-    fn figure(&self, key: impl Into<String>, value: String) {
+    pub(crate) fn figure(&self, key: impl Into<String>, value: String) {
         let key = key.into();
         eprintln!("[figure] {key}: {value}");
         self.figures.lock().unwrap().insert(key, value);
     }
 
-    fn sh(&self, script: &str) -> Result<String, String> {
+    pub(crate) fn sh(&self, script: &str) -> Result<String, String> {
         self.c.sh_ok(script)
     }
 
     /// `ocusers ARGS` inside, as root; the raw output.
-    fn ocusers(&self, args: &str) -> Output {
+    pub(crate) fn ocusers(&self, args: &str) -> Output {
         self.c.sh(&format!("ocusers {args}"))
     }
 
-    fn ocusers_ok(&self, args: &str) -> Result<String, String> {
+    pub(crate) fn ocusers_ok(&self, args: &str) -> Result<String, String> {
         check(&format!("ocusers {args}"), self.ocusers(args))
     }
 
-    fn json(&self, args: &str) -> Result<Value, String> {
+    pub(crate) fn json(&self, args: &str) -> Result<Value, String> {
         let out = self.ocusers_ok(args)?;
         serde_json::from_str(&out).map_err(|e| format!("ocusers {args}: bad JSON ({e}): {out}"))
     }
 
-    fn token(&self, tenant: &str) -> Result<String, String> {
+    pub(crate) fn token(&self, tenant: &str) -> Result<String, String> {
         let env = std::fs::read_to_string(
             self.c
                 .root()
@@ -90,25 +90,25 @@ impl Fixture {
             .ok_or_else(|| format!("no token in {tenant}'s env file"))
     }
 
-    fn status(&self, tenant: &str) -> Result<Value, String> {
+    pub(crate) fn status(&self, tenant: &str) -> Result<Value, String> {
         self.json(&format!("status {tenant} --json"))
     }
 
-    fn port(&self, tenant: &str) -> Result<u16, String> {
+    pub(crate) fn port(&self, tenant: &str) -> Result<u16, String> {
         self.status(tenant)?["port"]
             .as_u64()
             .map(|p| p as u16)
             .ok_or_else(|| format!("no port for {tenant}"))
     }
 
-    fn show(&self, unit: &str, prop: &str) -> Result<String, String> {
+    pub(crate) fn show(&self, unit: &str, prop: &str) -> Result<String, String> {
         Ok(self
             .sh(&format!("systemctl show -P {prop} {unit}"))?
             .trim()
             .to_string())
     }
 
-    fn main_pid(&self, tenant: &str) -> Result<u32, String> {
+    pub(crate) fn main_pid(&self, tenant: &str) -> Result<u32, String> {
         let pid: u32 = self
             .show(&format!("openclaw@{tenant}.service"), "MainPID")?
             .parse()
@@ -119,7 +119,7 @@ impl Fixture {
         Ok(pid)
     }
 
-    fn readyz(&self, port: u16) -> Result<String, String> {
+    pub(crate) fn readyz(&self, port: u16) -> Result<String, String> {
         self.sh(&format!(
             "curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{port}/readyz || true"
         ))
@@ -128,7 +128,7 @@ impl Fixture {
     /// The real OpenClaw CLI as a client: `openclaw gateway health`, as
     /// root inside the container with a throw-away HOME. The token reaches
     /// the CLI from a 0600 file through the shell, not from this test's argv.
-    fn gateway_health(&self, port: u16, token: &str) -> Result<Output, String> {
+    pub(crate) fn gateway_health(&self, port: u16, token: &str) -> Result<Output, String> {
         use std::os::unix::fs::OpenOptionsExt;
         let file = self.c.root().join("root/.test-token");
         std::fs::OpenOptions::new()
@@ -149,11 +149,15 @@ impl Fixture {
     }
 }
 
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> R {
+pub(crate) fn ensure(cond: bool, msg: impl FnOnce() -> String) -> R {
     if cond { Ok(()) } else { Err(msg()) }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool, String>) -> R {
+pub(crate) fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<bool, String>,
+) -> R {
     let start = Instant::now();
     loop {
         if f()? {
@@ -166,11 +170,11 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool, S
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -709,9 +713,9 @@ pub fn dry_run_changes_nothing(fx: &Fixture) -> R {
 /// A gateway that does not become ready in time makes `add` fail and roll
 /// back everything it did: no user, unit, port, secrets or state left.
 pub fn failed_add_rolls_back(fx: &Fixture) -> R {
-    fx.sh("printf '[tenants]\\nready_timeout = 1\\n' > /etc/ocusers/ocusers.toml")?;
+    fx.sh("cp -a /etc/ocusers/ocusers.toml /tmp/ocusers.toml.saved 2>/dev/null; printf '[tenants]\\nready_timeout = 1\\n' >> /etc/ocusers/ocusers.toml")?;
     let out = fx.ocusers("add erin");
-    fx.sh("rm /etc/ocusers/ocusers.toml")?;
+    fx.sh("rm /etc/ocusers/ocusers.toml; if [ -e /tmp/ocusers.toml.saved ]; then mv /tmp/ocusers.toml.saved /etc/ocusers/ocusers.toml; fi")?;
     ensure(out.status.code() == Some(1), || describe(&out))?;
     let err = stderr(&out);
     ensure(
