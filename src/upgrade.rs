@@ -5,13 +5,14 @@
 //! restarted, and the move stops there. What an upgrade moved is recorded
 //! in `/var/lib/ocusers/last-upgrade.toml`, which `ocusers rollback` reads.
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
+use crate::identity;
 use crate::paths::{self, Paths};
 use crate::runtime;
 use crate::systemd::Systemd;
@@ -26,6 +27,12 @@ pub struct LastUpgrade {
     pub previous_default: Option<String>,
     /// Tenant -> the runtime it ran before.
     pub from: BTreeMap<String, String>,
+    /// Tenant -> a backup of its state taken just before it moved. OpenClaw
+    /// migrates its SQLite schemas forward on start and an older release
+    /// refuses a newer schema, so the way back to an older runtime may need
+    /// the state as it was.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, PathBuf>,
 }
 
 pub fn last_upgrade_path(paths: &Paths) -> PathBuf {
@@ -75,8 +82,8 @@ pub struct Moved {
 pub struct Failed {
     pub tenant: String,
     pub detail: String,
-    /// Whether it is back on its old runtime and ready.
-    pub restored: Result<(), String>,
+    /// Whether it is back on its old runtime and ready, and how.
+    pub restored: Result<String, String>,
 }
 
 pub struct Mover<'a> {
@@ -97,6 +104,78 @@ impl Mover<'_> {
         tenant::save(self.paths, &r)
     }
 
+    /// Stop the tenant and put its state back as in `snapshot`; what the
+    /// state was is archived first (nothing is lost).
+    fn reset_state(&self, record: &Record, snapshot: &Path) -> Result<PathBuf> {
+        let unit = paths::unit_name(&record.name);
+        crate::backup::verify(snapshot)?;
+        self.sd.stop(&unit)?;
+        let state = self.paths.state_dir(&record.name);
+        let registry = std::fs::read_to_string(self.paths.registry_file(&record.name))?;
+        let kept = crate::backup::create(
+            record,
+            &state,
+            &registry,
+            None,
+            &self.paths.lib_dir().join("backups/replaced-state"),
+        )?;
+        let account = identity::lookup(&paths::user_name(&record.name))
+            .with_context(|| format!("user of tenant {} is missing", record.name))?;
+        for entry in std::fs::read_dir(&state)? {
+            let p = entry?.path();
+            if p.is_dir() && !p.is_symlink() {
+                fsutil::remove_tree(&p)?;
+            } else {
+                fsutil::remove_file(&p)?;
+            }
+        }
+        crate::backup::extract_state(snapshot, &state, &account)?;
+        crate::logging::record(
+            record.name.as_str(),
+            "state-reset",
+            &format!(
+                "state put back from {} (the replaced state is in {})",
+                snapshot.display(),
+                kept.display()
+            ),
+        );
+        Ok(kept)
+    }
+
+    /// Put a tenant on `version` and get it ready; if it is not ready and a
+    /// snapshot is given, put the state back from it and try once more.
+    pub fn put_back(
+        &self,
+        record: &Record,
+        version: &str,
+        snapshot: Option<&Path>,
+    ) -> Result<String, String> {
+        let mut r = record.clone();
+        r.runtime = version.to_string();
+        self.point(&r, version).map_err(|e| format!("{e:#}"))?;
+        let first = match self.restart_and_wait(&r) {
+            Ok(_) => return Ok(format!("ready on {version}")),
+            Err(e) => e,
+        };
+        let Some(snap) = snapshot else {
+            return Err(first);
+        };
+        let kept = self
+            .reset_state(&r, snap)
+            .map_err(|e| format!("{first}; putting the state back failed: {e:#}"))?;
+        self.restart_and_wait(&r).map_err(|e| {
+            format!(
+                "{first}; not ready with the state from {} either: {e}",
+                snap.display()
+            )
+        })?;
+        Ok(format!(
+            "ready on {version} with its state from {} (it refused the newer state: {first}; that state is kept in {})",
+            snap.display(),
+            kept.display()
+        ))
+    }
+
     fn restart_and_wait(&self, record: &Record) -> Result<(Duration, Duration), String> {
         let unit = paths::unit_name(&record.name);
         let start = Instant::now();
@@ -111,7 +190,12 @@ impl Mover<'_> {
 
     /// Move a batch at once (restart all, then wait for each). Failed
     /// tenants are put back on their old runtime.
-    pub fn move_batch(&self, batch: &[Record], to: &str) -> (Vec<Moved>, Vec<Failed>) {
+    pub fn move_batch(
+        &self,
+        batch: &[Record],
+        to: &str,
+        snapshots: &BTreeMap<String, PathBuf>,
+    ) -> (Vec<Moved>, Vec<Failed>) {
         let mut moved = Vec::new();
         let mut failed = Vec::new();
         // Restart everyone in the batch first, so they are down together
@@ -152,10 +236,11 @@ impl Mover<'_> {
                     restart_job: job,
                 }),
                 Err(detail) => {
-                    let restored = self
-                        .point(r, &r.runtime)
-                        .map_err(|e| format!("{e:#}"))
-                        .and_then(|_| self.restart_and_wait(r).map(|_| ()));
+                    let restored = self.put_back(
+                        r,
+                        &r.runtime,
+                        snapshots.get(r.name.as_str()).map(PathBuf::as_path),
+                    );
                     crate::logging::record(
                         r.name.as_str(),
                         "upgrade-rollback",

@@ -126,11 +126,25 @@ pub fn run(paths: &Paths, args: UpgradeArgs) -> Result<()> {
         to: to.clone(),
         previous_default: previous_default.clone(),
         from: Default::default(),
+        snapshots: Default::default(),
     };
     let total = todo.len();
     let mut done = 0;
+    let snapshot_dir = paths.lib_dir().join("backups/pre-upgrade");
     for batch in todo.chunks(n) {
-        let (moved, failed) = mover.move_batch(batch, &to);
+        // The state as it was, for the way back (see LastUpgrade::snapshots).
+        for r in batch {
+            let registry = std::fs::read_to_string(paths.registry_file(&r.name))?;
+            let snap = crate::backup::create(
+                r,
+                &paths.state_dir(&r.name),
+                &registry,
+                None,
+                &snapshot_dir,
+            )?;
+            last.snapshots.insert(r.name.to_string(), snap);
+        }
+        let (moved, failed) = mover.move_batch(batch, &to, &last.snapshots);
         for m in &moved {
             println!(
                 "{}: {} -> {}, ready; down {:.1} s (restart job {:.1} s, start to ready {:.1} s)",
@@ -151,7 +165,7 @@ pub fn run(paths: &Paths, args: UpgradeArgs) -> Result<()> {
             let mut lines = Vec::new();
             for f in &failed {
                 let back = match &f.restored {
-                    Ok(()) => "back on its old runtime and ready".to_string(),
+                    Ok(how) => format!("back on its old runtime and {how}"),
                     Err(e) => format!("NOT back to ready on its old runtime ({e})"),
                 };
                 lines.push(format!("{}: {}; {back}", f.tenant, f.detail));
@@ -220,23 +234,31 @@ pub fn rollback(paths: &Paths, args: RollbackArgs) -> Result<()> {
         back_timeout: timeout.max(Duration::from_secs(cfg.tenants.ready_timeout)),
     };
     for (r, from) in &back {
-        let (moved, failed) = mover.move_batch(std::slice::from_ref(r), from);
-        for m in &moved {
-            println!(
-                "{}: {} -> {}, ready; down {:.1} s",
-                m.tenant,
-                m.from,
-                m.to,
-                m.down.as_secs_f64()
-            );
-        }
-        if let Some(f) = failed.first() {
-            bail!(
-                "rollback stopped: {} is not ready on {from} ({}); it is back on {}",
-                f.tenant,
-                f.detail,
-                r.runtime
-            );
+        let started = std::time::Instant::now();
+        // If the old release refuses the state the new one migrated, the
+        // state goes back to its pre-upgrade snapshot (the newer state is
+        // archived, not lost).
+        let snap = last.snapshots.get(r.name.as_str()).map(|p| p.as_path());
+        match mover.put_back(r, from, snap) {
+            Ok(how) => {
+                crate::logging::record(
+                    r.name.as_str(),
+                    "rollback",
+                    &format!("runtime {} -> {from}", r.runtime),
+                );
+                println!(
+                    "{}: {} -> {from}, {how}; down {:.1} s",
+                    r.name,
+                    r.runtime,
+                    started.elapsed().as_secs_f64()
+                )
+            }
+            Err(e) => bail!(
+                "rollback stopped: {} is not ready on {from}: {e}; `ocusers upgrade --to {} --tenants {}` puts it forward again",
+                r.name,
+                r.runtime,
+                r.name
+            ),
         }
     }
     if let Some(prev) = &last.previous_default

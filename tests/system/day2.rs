@@ -477,53 +477,67 @@ fn all_ready(fx: &Fixture, tenants: &[&str]) -> R {
     Ok(())
 }
 
-/// Acceptance 4 and 6: three tenants move between two real OpenClaw
-/// releases one at a time (never more than one down, measured from outside
-/// by polling /readyz), all ready on the new one; an upgrade to a runtime
-/// that never becomes ready puts the first tenant back and stops, all
-/// ready on the old one; rollback moves everyone back; prune removes what
-/// no one runs.
+/// Acceptance 4 and 6: three tenants on an older real OpenClaw release move
+/// to the tier's release one at a time (never more than one down, measured
+/// from outside by polling /readyz), all ready on the new one, the others
+/// untouched; an upgrade to a runtime that never becomes ready puts the
+/// first tenant back and stops, all ready on the old one; rollback moves the
+/// three back (OpenClaw migrates its SQLite schemas forward and the older
+/// release refuses them, so rollback puts back the pre-upgrade state);
+/// prune removes what no one runs.
 pub fn upgrade_and_rollback(fx: &Fixture) -> R {
-    let tenants = ["alice", "bob", "bob-smith"];
-    let v1 = openclaw_version();
-    let v2 = other_version();
+    let movers = ["ursula", "victor", "wendy"];
+    let v_new = openclaw_version();
+    let v_old = other_version();
+    let rt = "/var/lib/ocusers/runtimes";
+    let t = Instant::now();
+    fx.ocusers_ok(&format!("runtime install --version {v_old}"))?;
+    fx.figure(
+        format!("runtime install {v_old} (second runtime)"),
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+    );
+    for m in movers {
+        fx.ocusers_ok(&format!("add {m}"))?;
+    }
     let before = runtimes_of(fx)?;
-    ensure(tenants.iter().all(|t| before.get(*t) == Some(&v1)), || {
-        format!("tenants not all on {v1}: {before:?}")
-    })?;
-    all_ready(fx, &tenants)?;
-    let ports: Vec<(String, u16)> = tenants
+    ensure(
+        movers.iter().all(|t| before.get(*t) == Some(&v_old)),
+        || format!("new tenants not on {v_old}: {before:?}"),
+    )?;
+    let bystanders = ["alice", "bob", "bob-smith"];
+    let pids: Vec<u32> = bystanders
+        .iter()
+        .map(|t| fx.main_pid(t))
+        .collect::<Result<_, _>>()?;
+    let ports: Vec<(String, u16)> = movers
         .iter()
         .map(|t| fx.port(t).map(|p| (t.to_string(), p)))
         .collect::<Result<_, _>>()?;
+    all_ready(fx, &movers)?;
 
-    // Install first (not timed as downtime), then move with the watch on.
-    let t = Instant::now();
-    fx.ocusers_ok(&format!("runtime install --version {v2}"))?;
-    fx.figure(
-        format!("runtime install {v2} (second runtime)"),
-        format!("{:.1} s", t.elapsed().as_secs_f64()),
-    );
-    // `runtime install` made v2 the default; put v1 back (upgrade does that itself).
-    fx.sh(&format!(
-        "ln -sfn {v1} /var/lib/ocusers/runtimes/default.new && mv -T /var/lib/ocusers/runtimes/default.new /var/lib/ocusers/runtimes/default"
-    ))?;
     let w = watch(ports.clone());
     let t = Instant::now();
-    let out = fx.ocusers(&format!("upgrade --to {v2} --parallel 1"));
+    let out = fx.ocusers(&format!("upgrade --to {v_new} --parallel 1"));
     let total = t.elapsed();
     w.stop.store(true, Ordering::Relaxed);
     let (downs, max_down) = w.handle.join().map_err(|_| "watch thread panicked")?;
-    let text = check(&format!("ocusers upgrade --to {v2}"), out)?;
+    let text = check(&format!("ocusers upgrade --to {v_new}"), out)?;
     ensure(max_down <= 1, || {
         format!("{max_down} tenants were down at once with --parallel 1: {downs:?}")
     })?;
     let after = runtimes_of(fx)?;
-    ensure(tenants.iter().all(|t| after.get(*t) == Some(&v2)), || {
+    ensure(after.values().all(|v| *v == v_new), || {
         format!("after upgrade: {after:?}\n{text}")
     })?;
-    all_ready(fx, &tenants)?;
-    for t in tenants {
+    all_ready(fx, &movers)?;
+    let now: Vec<u32> = bystanders
+        .iter()
+        .map(|t| fx.main_pid(t))
+        .collect::<Result<_, _>>()?;
+    ensure(now == pids, || {
+        "a tenant already on the new release was restarted".into()
+    })?;
+    for t in movers {
         let polled: f64 = downs
             .get(t)
             .map(|v| v.iter().map(Duration::as_secs_f64).sum())
@@ -534,14 +548,14 @@ pub fn upgrade_and_rollback(fx: &Fixture) -> R {
             .unwrap_or("")
             .to_string();
         fx.figure(
-            format!("upgrade {v1} -> {v2}: {t} unavailable"),
-            format!("{polled:.1} s polled from outside; ocusers says: {line}"),
+            format!("upgrade {v_old} -> {v_new}: {t} unavailable"),
+            format!("{polled:.1} s polled from outside; ocusers: {line}"),
         );
     }
     fx.figure(
-        format!("upgrade {v1} -> {v2} of 3 tenants, --parallel 1"),
+        format!("upgrade {v_old} -> {v_new} of 3 tenants, --parallel 1"),
         format!(
-            "{:.1} s, at most {max_down} down at once",
+            "{:.1} s in all, at most {max_down} down at once",
             total.as_secs_f64()
         ),
     );
@@ -549,16 +563,21 @@ pub fn upgrade_and_rollback(fx: &Fixture) -> R {
     ensure(rts["runtimes"].as_array().map(Vec::len) == Some(2), || {
         format!("old runtime not kept: {rts}")
     })?;
+    ensure(
+        fx.sh(&format!("readlink {rt}/default"))?.trim() == v_new,
+        || "the default is not the new release after a full upgrade".into(),
+    )?;
 
-    // A runtime that never becomes ready: a copy of v2 whose gateway entry
-    // point idles without listening.
-    let broken = format!("{v2}-broken");
+    // A runtime that never becomes ready: a copy of the new release whose
+    // gateway entry point idles without listening.
+    let broken = format!("{v_new}-broken");
     fx.sh(&format!(
-        "cd /var/lib/ocusers/runtimes && cp -al {v2} {broken} && \
+        "cd {rt} && cp -al {v_new} {broken} && \
          rm {broken}/node_modules/openclaw/openclaw.mjs && \
          echo 'setInterval(() => {{}}, 1000);' > {broken}/node_modules/openclaw/openclaw.mjs"
     ))?;
-    let pids: Vec<u32> = ["bob", "bob-smith"]
+    let all: Vec<&str> = bystanders.iter().chain(movers.iter()).copied().collect();
+    let others: Vec<u32> = all[1..]
         .iter()
         .map(|t| fx.main_pid(t))
         .collect::<Result<_, _>>()?;
@@ -567,9 +586,9 @@ pub fn upgrade_and_rollback(fx: &Fixture) -> R {
     let err = stderr(&out);
     ensure(out.status.code() == Some(1), || describe(&out))?;
     ensure(
-        err.contains("alice: not ready on")
-            && err.contains("back on its old runtime and ready")
-            && err.contains("0 of 3 tenants moved, 2 not tried"),
+        err.contains(&format!("alice: not ready on {broken} within 20 s"))
+            && err.contains(&format!("back on its old runtime and ready on {v_new}"))
+            && err.contains("0 of 6 tenants moved, 5 not tried"),
         || format!("broken upgrade said: {err}"),
     )?;
     fx.figure(
@@ -580,40 +599,67 @@ pub fn upgrade_and_rollback(fx: &Fixture) -> R {
         ),
     );
     let after = runtimes_of(fx)?;
-    ensure(tenants.iter().all(|t| after.get(*t) == Some(&v2)), || {
+    ensure(after.values().all(|v| *v == v_new), || {
         format!("after the broken upgrade: {after:?}")
     })?;
-    all_ready(fx, &tenants)?;
-    let now: Vec<u32> = ["bob", "bob-smith"]
+    all_ready(fx, &all)?;
+    let now: Vec<u32> = all[1..]
         .iter()
         .map(|t| fx.main_pid(t))
         .collect::<Result<_, _>>()?;
-    ensure(now == pids, || {
-        "bob or bob-smith was touched by the failed upgrade".into()
+    ensure(now == others, || {
+        "a tenant after alice was touched by the failed upgrade".into()
     })?;
 
-    // rollback: everyone back to v1, the default too.
+    // rollback: the three back on the old release (with their pre-upgrade
+    // state, which the old release accepts), the default too.
+    let t = Instant::now();
     let out = fx.ocusers_ok("rollback")?;
+    fx.figure(
+        format!("rollback of 3 tenants {v_new} -> {v_old}"),
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+    );
     let after = runtimes_of(fx)?;
-    ensure(tenants.iter().all(|t| after.get(*t) == Some(&v1)), || {
+    ensure(movers.iter().all(|t| after.get(*t) == Some(&v_old)), || {
         format!("after rollback: {after:?}\n{out}")
     })?;
-    all_ready(fx, &tenants)?;
+    ensure(
+        bystanders.iter().all(|t| after.get(*t) == Some(&v_new)),
+        || format!("rollback moved a tenant the upgrade did not: {after:?}"),
+    )?;
+    all_ready(fx, &all)?;
+    ensure(
+        fx.sh(&format!("readlink {rt}/default"))?.trim() == v_old,
+        || "rollback did not restore the default".into(),
+    )?;
     let out = fx.ocusers("rollback");
     ensure(out.status.code() == Some(1), || describe(&out))?;
-    // prune: v2 and the broken copy go, v1 (default, in use) stays.
+
+    // prune: after the three go and the default is the tier's release
+    // again, the old release and the broken copy are unused.
+    for m in movers {
+        fx.ocusers_ok(&format!("remove {m} --purge"))?;
+    }
+    let out = fx.ocusers_ok("runtime prune --dry-run")?;
+    ensure(
+        out.contains(&format!("would remove OpenClaw {broken} "))
+            && !out.contains(&format!("would remove OpenClaw {v_old} ")),
+        || format!("prune --dry-run while {v_old} is the default: {out}"),
+    )?;
+    fx.sh(&format!(
+        "ln -sfn {v_new} {rt}/default.new && mv -T {rt}/default.new {rt}/default"
+    ))?;
     let out = fx.ocusers_ok("runtime prune")?;
     ensure(
-        out.contains(&format!("removed OpenClaw {v2} ")) && out.contains(&broken),
+        out.contains(&format!("removed OpenClaw {v_old} ")) && out.contains(&broken),
         || out.clone(),
     )?;
     let rts = fx.json("runtime list --json")?;
     ensure(
         rts["runtimes"].as_array().map(Vec::len) == Some(1)
-            && rts["runtimes"][0]["version"] == v1.as_str(),
+            && rts["runtimes"][0]["version"] == v_new.as_str(),
         || format!("after prune: {rts}"),
-    )?;
-    Ok(())
+    )
 }
 
 /// Acceptance 5: doctor passes on a good host (the nspawn host's cgroup v1
