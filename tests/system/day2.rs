@@ -267,7 +267,8 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
         .iter()
         .filter_map(|s| {
             s.as_str()
-                .map(|s| s.trim_start_matches("state/").to_string())
+                .and_then(|s| s.strip_prefix("state/"))
+                .map(str::to_string)
         })
         .collect();
     snap.sort();
