@@ -379,7 +379,14 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
     // Its config names its new port, so its own CLI reaches it.
     let h = c2.sh("ocusers exec alice -- openclaw gateway health --json");
     ensure(h.status.success(), || {
-        format!("fresh-host exec health: {}", describe(&h))
+        let cfg = c2
+            .sh("grep -n '\"port\"' /var/lib/openclaw/alice/openclaw.json")
+            .stdout;
+        format!(
+            "fresh-host exec health (gateway on port {p2}, archived port {port}, openclaw.json says {}): {}",
+            String::from_utf8_lossy(&cfg).trim(),
+            describe(&h)
+        )
     })?;
     drop(c2);
     Ok(())
