@@ -5,8 +5,10 @@
 //! template. systemd is the source of truth for runtime state; ocusers keeps
 //! only what systemd does not know (see [`tenant::Record`]).
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod firewall;
 pub mod fsutil;
@@ -28,3 +30,5 @@ pub mod secrets;
 pub mod status;
 pub mod systemd;
 pub mod tenant;
+pub mod tenant_exec;
+pub mod upgrade;

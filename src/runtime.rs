@@ -255,7 +255,7 @@ fn complete_lifecycle(node: &Path, prefix: &Path) -> Result<()> {
 }
 
 /// Node's version, checked against OpenClaw's minimum.
-fn check_node(node: &Path) -> Result<String> {
+pub fn check_node(node: &Path) -> Result<String> {
     let out = process::run(Command::new(node).arg("--version"))?;
     let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let nums: Vec<u32> = v

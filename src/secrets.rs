@@ -47,6 +47,13 @@ impl EnvFile {
         Ok(())
     }
 
+    /// Remove a key; true if it was there.
+    pub fn unset(&mut self, key: &str) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|(k, _)| k != key);
+        self.entries.len() != before
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.entries.iter().map(|(k, _)| k.as_str())
     }
@@ -95,6 +102,70 @@ impl EnvFile {
         }
         fsutil::write_atomic(path, self.render(tenant).as_bytes(), 0o600)
     }
+}
+
+/// Keys the operator may not set with `ocusers secret`: ocusers' own (the
+/// token changes only through `ocusers token rotate`), and every variable
+/// the template unit sets or the loader honours. `EnvironmentFile=` overrides
+/// `Environment=`, so a secret named `PATH` or `OPENCLAW_STATE_DIR` would
+/// silently move the gateway's binaries or state.
+pub const RESERVED_KEYS: &[&str] = &[
+    TOKEN_KEY,
+    PORT_KEY,
+    NODE_OPTIONS_KEY,
+    "HOME",
+    "PATH",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "NODE_ENV",
+    "NODE_PATH",
+    "OPENCLAW_STATE_DIR",
+    "OPENCLAW_CONFIG_PATH",
+    "OPENCLAW_HOME",
+    "OPENCLAW_SERVICE_REPAIR_POLICY",
+    "OPENCLAW_SUPERVISOR_MODE",
+    "OPENCLAW_NO_AUTO_UPDATE",
+];
+
+/// Can `ocusers secret set|unset` touch this key? Checks the syntax too.
+pub fn check_operator_key(key: &str) -> Result<()> {
+    check_key(key)?;
+    if key == TOKEN_KEY {
+        bail!("{key} is the gateway token: change it with `ocusers token rotate NAME`");
+    }
+    if RESERVED_KEYS.contains(&key)
+        || key.starts_with("OCUSERS_")
+        || key.starts_with("LD_")
+        || key.starts_with("SYSTEMD_")
+    {
+        bail!(
+            "{key} is set by ocusers or the unit and cannot be a secret: choose another name (like OPENAI_API_KEY)"
+        );
+    }
+    Ok(())
+}
+
+/// A secret value as read from stdin or a file: one trailing newline (what
+/// `echo` and editors add) is dropped; anything that could start a new
+/// assignment or be re-read differently by systemd is refused.
+pub fn value_from_input(key: &str, raw: &[u8]) -> Result<String> {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        bail!("the value of {key} is not UTF-8 text");
+    };
+    let text = text
+        .strip_suffix("\r\n")
+        .or_else(|| text.strip_suffix('\n'))
+        .unwrap_or(text);
+    if text.is_empty() {
+        bail!("the value of {key} is empty: pipe the value on stdin or name a file with --file");
+    }
+    if text.len() > 64 * 1024 {
+        bail!("the value of {key} is longer than 64 KiB");
+    }
+    check_value(key, text)?;
+    Ok(text.to_string())
 }
 
 fn check_key(key: &str) -> Result<()> {
@@ -159,6 +230,32 @@ mod tests {
         assert!(env.set("a-b", "x").is_err());
         assert!(env.set("A B", "x").is_err());
         assert!(env.get("A").is_none());
+    }
+
+    #[test]
+    fn operator_keys_and_values() {
+        assert!(check_operator_key("OPENAI_API_KEY").is_ok());
+        for bad in [
+            TOKEN_KEY,
+            PORT_KEY,
+            "NODE_OPTIONS",
+            "PATH",
+            "LD_PRELOAD",
+            "OCUSERS_X",
+            "a",
+            "A=B",
+            "",
+        ] {
+            assert!(check_operator_key(bad).is_err(), "{bad}");
+        }
+        assert_eq!(value_from_input("K", b"sk-123\n").unwrap(), "sk-123");
+        for bad in [&b"a\nB=c\n"[..], b"a\0b", b"\n", b"", b"x\\", b"\xff"] {
+            assert!(value_from_input("K", bad).is_err(), "{bad:?}");
+        }
+        let mut env = EnvFile::default();
+        env.set("A", "1").unwrap();
+        assert!(env.unset("A"));
+        assert!(!env.unset("A"));
     }
 
     #[test]

@@ -130,6 +130,12 @@ impl DbusSystemd {
         Ok(DbusSystemd { conn })
     }
 
+    /// systemd's version string, like `252.39-1~deb12u1`.
+    pub fn version(&self) -> Result<String> {
+        zbus::block_on(async { anyhow::Ok(self.manager().await?.version().await?) })
+            .context("reading systemd's version")
+    }
+
     async fn manager(&self) -> Result<ManagerProxy<'_>> {
         Ok(ManagerProxy::new(&self.conn).await?)
     }

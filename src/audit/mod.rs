@@ -5,6 +5,7 @@
 //! against the others (see [`probe`]), and the OS layers this host enforces.
 //! Secrets are compared in memory and never printed.
 mod checks;
+mod openclaw;
 mod pairs;
 pub mod probe;
 
@@ -90,6 +91,7 @@ pub fn run(
     sd: &dyn Systemd,
     records: &[Record],
     only: Option<&TenantName>,
+    openclaw_audit: bool,
 ) -> Result<Report> {
     let layers = isolation::layers(cfg);
     let mut failures = Vec::new();
@@ -130,7 +132,15 @@ pub fn run(
         .iter()
         .filter(|t| only.is_none_or(|n| *n == t.record.name))
     {
-        let a = checks::audit_tenant(paths, cfg, sd, t, &tenants, loaded.as_deref(), &listeners);
+        let mut a =
+            checks::audit_tenant(paths, cfg, sd, t, &tenants, loaded.as_deref(), &listeners);
+        // OpenClaw's own audit needs the gateway's namespace: running tenants.
+        if openclaw_audit && t.main_pid != 0 {
+            match openclaw::check(paths, &t.record.name) {
+                Ok(c) => a.checks.push(c),
+                Err(w) => warnings.push(w),
+            }
+        }
         for c in a.checks.iter().filter(|c| !c.ok) {
             failures.push(format!("{}: {}: {}", a.name, c.check, c.detail));
         }

@@ -252,7 +252,7 @@ fn resolve(
 
 /// A tenant's user must be ours: refuse names of existing accounts and an
 /// `oc-NAME` user that ocusers did not make.
-fn check_identity(name: &TenantName, user: &str, registered: bool) -> Result<()> {
+pub(crate) fn check_identity(name: &TenantName, user: &str, registered: bool) -> Result<()> {
     if identity::lookup(name.as_str()).is_some() {
         return Err(Error::InvalidName {
             name: name.to_string(),
@@ -272,17 +272,19 @@ fn check_identity(name: &TenantName, user: &str, registered: bool) -> Result<()>
     Ok(())
 }
 
-struct Ctx<'a> {
-    paths: &'a Paths,
-    cfg: &'a HostConfig,
-    sd: &'a dyn Systemd,
-    record: &'a Record,
-    tier: &'a Tier,
-    user: &'a str,
-    unit: String,
-    proxy: &'a ProxyConfig,
-    extra_domains: Vec<String>,
-    ready_timeout: Duration,
+/// What the add plan needs; `restore` builds the same plan (without the
+/// start) and adds its own steps.
+pub(crate) struct Ctx<'a> {
+    pub(crate) paths: &'a Paths,
+    pub(crate) cfg: &'a HostConfig,
+    pub(crate) sd: &'a dyn Systemd,
+    pub(crate) record: &'a Record,
+    pub(crate) tier: &'a Tier,
+    pub(crate) user: &'a str,
+    pub(crate) unit: String,
+    pub(crate) proxy: &'a ProxyConfig,
+    pub(crate) extra_domains: Vec<String>,
+    pub(crate) ready_timeout: Duration,
 }
 
 impl<'a> Ctx<'a> {
@@ -304,7 +306,7 @@ impl<'a> Ctx<'a> {
         Ok(env)
     }
 
-    fn plan(&'a self, start: bool) -> Plan<'a> {
+    pub(crate) fn plan(&'a self, start: bool) -> Plan<'a> {
         let p = self.paths;
         let r = self.record;
         let name = &r.name;

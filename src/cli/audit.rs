@@ -19,6 +19,10 @@ pub struct AuditArgs {
     /// Print JSON (shape documented in README.md, "Audit").
     #[arg(long)]
     pub json: bool,
+    /// Skip `openclaw security audit` inside each running tenant's sandbox
+    /// (a few seconds per tenant).
+    #[arg(long)]
+    pub no_openclaw: bool,
 }
 
 pub fn run(paths: &Paths, args: AuditArgs) -> Result<()> {
@@ -35,7 +39,7 @@ pub fn run(paths: &Paths, args: AuditArgs) -> Result<()> {
         .into());
     }
     let sd = DbusSystemd::connect()?;
-    let report = audit::run(paths, &cfg, &sd, &records, only.as_ref())?;
+    let report = audit::run(paths, &cfg, &sd, &records, only.as_ref(), !args.no_openclaw)?;
     if args.json {
         print_json(&report)?;
     } else {

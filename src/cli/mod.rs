@@ -5,12 +5,20 @@ use crate::paths::Paths;
 
 mod add;
 mod audit;
+mod backup;
+mod doctor;
+mod exec;
 mod lifecycle;
 mod list;
+mod logs;
 mod proxy;
 mod remove;
+mod restore;
 mod runtime;
+mod secret;
 mod status;
+mod token;
+mod upgrade;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +67,28 @@ pub enum Command {
     /// One probe of `ocusers audit`, run as a tenant (internal).
     #[command(hide = true)]
     AuditProbe(crate::audit::probe::ProbeArgs),
+    /// A tenant's secrets (provider keys): set from stdin or a file, unset, list names.
+    #[command(subcommand)]
+    Secret(secret::SecretCommand),
+    /// The tenant's gateway token.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// Run the tenant's own OpenClaw CLI as the tenant, in its gateway's /tmp and sandbox.
+    Exec(exec::ExecArgs),
+    /// The tenant's journal (journalctl -u openclaw@NAME).
+    Logs(logs::LogsArgs),
+    /// Archive tenants' state and registry entry (consistent while running); `backup verify FILE` checks one.
+    Backup(backup::BackupArgs),
+    /// Recreate a tenant from a backup, on this or a fresh host.
+    Restore(restore::RestoreArgs),
+    /// Move tenants to another OpenClaw runtime, N at a time, each back if it is not ready.
+    Upgrade(upgrade::UpgradeArgs),
+    /// Move the tenants of the last upgrade back to the runtime they came from.
+    Rollback(upgrade::RollbackArgs),
+    /// Check the host and every tenant; each problem with its fix.
+    Doctor(JsonArg),
+    /// Reconcile tenants whose files, user, unit and registry entry disagree.
+    Repair(doctor::RepairArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +112,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Proxy(cmd) => proxy::run(&paths, cmd),
         Command::Audit(args) => audit::run(&paths, args),
         Command::AuditProbe(args) => std::process::exit(crate::audit::probe::run_probe(&args)),
+        Command::Secret(cmd) => secret::run(&paths, cmd),
+        Command::Token(cmd) => token::run(&paths, cmd),
+        Command::Exec(args) => {
+            let code = exec::run(&paths, args)?;
+            if code != 0 {
+                // The tenant command's own status, as `ssh` or `sudo` would.
+                std::process::exit(i32::from(code));
+            }
+            Ok(())
+        }
+        Command::Logs(args) => logs::run(&paths, args),
+        Command::Backup(args) => backup::run(&paths, args),
+        Command::Restore(args) => restore::run(&paths, args),
+        Command::Upgrade(args) => upgrade::run(&paths, args),
+        Command::Rollback(args) => upgrade::rollback(&paths, args),
+        Command::Doctor(args) => doctor::run(&paths, args),
+        Command::Repair(args) => doctor::repair(&paths, args),
     }
 }
 

@@ -18,6 +18,12 @@ pub enum RuntimeCommand {
         #[arg(long)]
         version: Option<String>,
     },
+    /// Delete installed runtimes that no tenant runs, that are not the default and that `rollback` does not need.
+    Prune {
+        /// Print what would be deleted and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Installed runtimes, the default, and which tenants use each.
     List {
         /// Print JSON (shape documented in README.md, "Output").
@@ -45,6 +51,32 @@ pub fn run(paths: &Paths, cmd: RuntimeCommand) -> Result<()> {
                 InstallOutcome::AlreadyInstalled(v) => {
                     println!("OpenClaw {v} is already installed; new tenants use {v}");
                 }
+            }
+            Ok(())
+        }
+        RuntimeCommand::Prune { dry_run } => {
+            privilege::require_root("runtime prune")?;
+            let _lock = HostLock::acquire(paths)?;
+            let unused = crate::upgrade::prunable(paths)?;
+            if unused.is_empty() {
+                println!("no unused runtime to remove");
+            }
+            for v in &unused {
+                let dir = paths.runtime_dir(v);
+                if dry_run {
+                    println!("would remove OpenClaw {v} ({})", dir.display());
+                    continue;
+                }
+                // Out of the way first, so a half-deleted prefix never looks installed.
+                let doomed = paths.runtimes_dir().join(format!(".pruning-{v}"));
+                std::fs::rename(&dir, &doomed)
+                    .map_err(|e| anyhow::anyhow!("moving {} aside: {e}", dir.display()))?;
+                crate::fsutil::remove_tree(&doomed)?;
+                crate::logging::record("-", "runtime-prune", &format!("removed OpenClaw {v}"));
+                println!("removed OpenClaw {v} ({})", dir.display());
+            }
+            if dry_run {
+                println!("dry run: nothing changed");
             }
             Ok(())
         }

@@ -76,6 +76,17 @@ pub fn isolation_on_debian12(fx: &Fixture) -> R {
         for c in t["checks"].as_array().into_iter().flatten() {
             ensure(c["ok"] == true, || format!("{}: {c}", t["name"]))?;
         }
+        // OpenClaw's own `security audit`, run as the tenant in its sandbox.
+        let own = t["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["check"] == "openclaw-audit")
+            .ok_or_else(|| format!("{}: no openclaw-audit check: {v:#}", t["name"]))?;
+        eprintln!(
+            "[figure] openclaw security audit as {}: {}",
+            t["name"], own["detail"]
+        );
     }
     for p in v["probes"].as_array().into_iter().flatten() {
         if ["read-state", "read-secrets", "read-environ", "signal"]

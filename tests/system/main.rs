@@ -7,6 +7,7 @@
 //! ones build on the tenants the earlier ones made.
 
 mod container;
+mod day2;
 mod isolation;
 mod proxy;
 mod tenants;
@@ -55,6 +56,12 @@ const TRIALS: &[(&str, Check)] = &[
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),
     ("remove_bob", tenants::remove_bob),
+    // Day-2 operations (issue #5); they need alice and bob-smith.
+    ("secret_set_via_stdin", day2::secret_set_via_stdin),
+    ("exec_as_tenant", day2::exec_as_tenant),
+    ("backup_and_restore", day2::backup_and_restore),
+    ("upgrade_and_rollback", day2::upgrade_and_rollback),
+    ("doctor_and_repair", day2::doctor_and_repair),
     // Public access through the real Caddy and nginx (issue #3).
     ("proxy_caddy_setup", proxy::proxy_caddy_setup),
     ("proxy_routes_by_name", proxy::proxy_routes_by_name),

@@ -229,7 +229,7 @@ pub fn layers_enforced_here(fx: &Fixture) -> R {
             + ", kernel "
             + out.lines().last().unwrap_or_default(),
     );
-    let audit = fx.json("ocusers audit --json; true")?;
+    let audit = fx.json("ocusers audit --no-openclaw --json; true")?;
     for layer in audit["layers"].as_array().into_iter().flatten() {
         ensure(layer["active"] == true, || {
             format!("layer not active in the guest: {layer}")
@@ -539,10 +539,12 @@ pub fn firewall_reloaded_by_unit(fx: &Fixture) -> R {
 }
 
 /// Acceptance 5 (clean): `ocusers audit` passes with three tenants: every check holds and
-/// every probe of each tenant against the others is denied by the OS.
+/// every probe of each tenant against the others is denied by the OS. (The VM's tenants run
+/// the stub gateway, which has no OpenClaw CLI: `--no-openclaw` here; the nspawn tier runs
+/// `openclaw security audit` in the real gateways' sandboxes.)
 pub fn audit_passes_clean(fx: &Fixture) -> R {
     let t = Instant::now();
-    let report = fx.json("ocusers audit --json")?;
+    let report = fx.json("ocusers audit --no-openclaw --json")?;
     fx.figure(
         "ocusers audit, 3 tenants (TCG)",
         format!("{:.1} s", t.elapsed().as_secs_f64()),
@@ -569,7 +571,7 @@ pub fn audit_passes_clean(fx: &Fixture) -> R {
         report["warnings"].as_array().is_some_and(Vec::is_empty),
         || format!("{report:#}"),
     )?;
-    let human = fx.ok("ocusers audit")?;
+    let human = fx.ok("ocusers audit --no-openclaw")?;
     ensure(human.contains("audit: 0 failure(s), 0 warning(s)"), || {
         human.clone()
     })
@@ -623,7 +625,7 @@ pub fn audit_names_each_fault(fx: &Fixture) -> R {
     ];
     for (what, inject, restore, needles) in faults {
         fx.ok(inject)?;
-        let out = fx.run("ocusers audit --json");
+        let out = fx.run("ocusers audit --no-openclaw --json");
         fx.ok(restore)?;
         ensure(out.rc == 1, || {
             format!("{what}: audit did not fail: {}", out.describe())
@@ -653,7 +655,7 @@ pub fn audit_names_each_fault(fx: &Fixture) -> R {
                 .unwrap_or_default(),
         );
     }
-    let after = fx.run("ocusers audit --json");
+    let after = fx.run("ocusers audit --no-openclaw --json");
     ensure(after.ok(), || {
         format!(
             "the host is not clean again after the faults: {}",

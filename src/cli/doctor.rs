@@ -1,0 +1,201 @@
+//! `ocusers doctor [--json]` and `ocusers repair [--remove-orphans]`.
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+
+use super::JsonArg;
+use super::add::Ctx;
+use super::print_json;
+use super::secret::push_restart;
+use crate::config::HostConfig;
+use crate::doctor::{self, Status};
+use crate::identity::{self, Account};
+use crate::lock::HostLock;
+use crate::paths::{self, Paths};
+use crate::plan::Step;
+use crate::policy::Tier;
+use crate::privilege;
+use crate::systemd::{DbusSystemd, Systemd};
+use crate::tenant;
+
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Also remove tenant leftovers without a registry entry (their state is archived).
+    #[arg(long)]
+    pub remove_orphans: bool,
+    /// Print the plans and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(paths: &Paths, args: JsonArg) -> Result<()> {
+    let checks = doctor::run(paths);
+    let fails = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
+    if args.json {
+        print_json(
+            &json!({ "ok": fails == 0, "failures": fails, "warnings": warns, "checks": checks }),
+        )?;
+    } else {
+        for c in &checks {
+            let mark = match c.status {
+                Status::Ok => " ok ",
+                Status::Warn => "warn",
+                Status::Fail => "FAIL",
+            };
+            println!("[{mark}] {:<8} {}", c.check, c.detail);
+            if let Some(fix) = &c.fix {
+                println!("         fix: {fix}");
+            }
+        }
+    }
+    if fails > 0 {
+        bail!("doctor found {fails} problem(s) and {warns} warning(s); each has its fix above");
+    }
+    if !args.json {
+        println!("doctor: no problems ({warns} warning(s))");
+    }
+    Ok(())
+}
+
+/// Is every file under `dir` owned by `a`?
+fn owned_by(dir: &Path, a: &Account) -> bool {
+    fn walk(p: &Path, a: &Account) -> bool {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return true;
+        };
+        if m.uid() != a.uid || m.gid() != a.gid {
+            return false;
+        }
+        if m.is_dir()
+            && let Ok(rd) = std::fs::read_dir(p)
+        {
+            return rd.flatten().all(|e| walk(&e.path(), a));
+        }
+        true
+    }
+    walk(dir, a)
+}
+
+fn chown_tree(dir: &Path, a: &Account) -> Result<()> {
+    let m = std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        dir,
+        Some(nix::unistd::Uid::from_raw(a.uid)),
+        Some(nix::unistd::Gid::from_raw(a.gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .with_context(|| format!("chown {}", dir.display()))?;
+    if m.is_dir() {
+        for e in std::fs::read_dir(dir)? {
+            chown_tree(&e?.path(), a)?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-apply each problem tenant's `add` plan (every step checks first, so
+/// only what is missing is made), give its state back to its user, and
+/// start it; orphans are removed with `--remove-orphans`.
+pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
+    privilege::require_root("repair")?;
+    let records = tenant::list(paths)?;
+    let orphans = doctor::orphan_names(paths, &records);
+    if args.remove_orphans && !args.dry_run {
+        for name in &orphans {
+            super::remove::run(
+                paths,
+                super::remove::RemoveArgs {
+                    name: name.clone(),
+                    purge: false,
+                    dry_run: false,
+                },
+            )
+            .with_context(|| format!("removing the leftovers of {name}"))?;
+        }
+    }
+    let _lock = HostLock::acquire(paths)?;
+    let cfg = HostConfig::load(paths)?;
+    let sd = DbusSystemd::connect()?;
+    let mut repaired = 0;
+    let mut failed = Vec::new();
+    for r in &records {
+        let unit = paths::unit_name(&r.name);
+        let info = sd.unit(&unit)?;
+        let files_ok = doctor::tenant_files(paths, r)
+            .iter()
+            .all(|c| c.status == Status::Ok);
+        let link_ok = crate::runtime::tenant_link_is(paths, &r.name, &r.runtime);
+        let unit_ok = info.active_state != "failed" && info.unit_file_state == "enabled";
+        if files_ok && link_ok && unit_ok {
+            continue;
+        }
+        let tier = Tier::load(paths, &r.tier)?;
+        let user = paths::user_name(&r.name);
+        let ctx = Ctx {
+            paths,
+            cfg: &cfg,
+            sd: &sd,
+            record: r,
+            tier: &tier,
+            user: &user,
+            unit: unit.clone(),
+            proxy: &cfg.proxy,
+            extra_domains: crate::proxy::extra_domains(&records),
+            ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
+        };
+        let state = paths.state_dir(&r.name);
+        let mut plan = ctx.plan(false);
+        plan.push(Step::new(
+            format!("give {} back to {user}", state.display()),
+            || Ok(identity::lookup(&user).is_some_and(|a| !state.exists() || owned_by(&state, &a))),
+            || {
+                let a = identity::lookup(&user).context("the tenant user is missing")?;
+                chown_tree(&state, &a)
+            },
+        ));
+        // Start it if it should run: failed, or was running before.
+        let start = info.active_state == "failed" || info.is_active() || !files_ok || !link_ok;
+        if start {
+            push_restart(&mut plan, paths, &sd, r);
+        }
+        if args.dry_run {
+            println!("plan to repair tenant {}:", r.name);
+            print!("{}", plan.describe()?);
+            continue;
+        }
+        match plan.apply() {
+            Ok(o) => {
+                repaired += 1;
+                println!("repaired tenant {} ({} steps)", r.name, o.applied.len());
+            }
+            Err(e) => {
+                eprintln!("tenant {}: {}", r.name, crate::error::render_chain(&e));
+                failed.push(r.name.to_string());
+            }
+        }
+    }
+    if !args.remove_orphans {
+        for n in &orphans {
+            println!(
+                "leftovers of {n} without a registry entry: `sudo ocusers remove {n}` or `sudo ocusers repair --remove-orphans`"
+            );
+        }
+    }
+    if args.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    if !failed.is_empty() {
+        bail!("could not repair {}", failed.join(", "));
+    }
+    if repaired == 0 {
+        println!("nothing to repair");
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! `ocusers restore FILE [--as NAME] [--keep-token] [--force]`: recreate a
+//! tenant from a backup on this host (the same or a fresh one). The archive
+//! is verified first; the tenant is then made with the same plan as `add`
+//! (user, state directory, secrets file, runtime link, limits, unit), its
+//! state unpacked over it, and its gateway started and waited for. A failure
+//! rolls everything back. The port is the archived one if it is free here,
+//! else the next free block; the gateway token is new unless --keep-token.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::add::{Ctx, check_identity};
+use super::secret::push_restart;
+use crate::backup;
+use crate::config::HostConfig;
+use crate::error::Error;
+use crate::identity;
+use crate::lock::HostLock;
+use crate::paths::{self, Paths};
+use crate::plan::Step;
+use crate::policy::Tier;
+use crate::ports;
+use crate::privilege;
+use crate::proxy;
+use crate::runtime;
+use crate::secrets::{self, EnvFile};
+use crate::systemd::DbusSystemd;
+use crate::tenant::{self, Record, TenantName};
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Archive written by `ocusers backup`.
+    pub file: PathBuf,
+    /// Restore under another tenant name.
+    #[arg(long = "as", value_name = "NAME")]
+    pub as_name: Option<String>,
+    /// Keep the archived gateway token (needs an archive made --with-secrets).
+    #[arg(long)]
+    pub keep_token: bool,
+    /// Replace an existing tenant of that name (its current state is deleted).
+    #[arg(long)]
+    pub force: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
+    let contents = backup::verify(&args.file)?;
+    let m = &contents.manifest;
+    let name = match &args.as_name {
+        Some(raw) => TenantName::parse(raw)?,
+        None => m.record.name.clone(),
+    };
+    if args.keep_token && contents.secrets.is_none() {
+        bail!(
+            "--keep-token needs the archived secrets, and {} was made without --with-secrets: leave --keep-token out for a new token",
+            args.file.display()
+        );
+    }
+    privilege::require_root("restore")?;
+    let user = paths::user_name(&name);
+    let exists = tenant::load(paths, &name)?.is_some() || identity::lookup(&user).is_some();
+    if exists && !args.force {
+        bail!(
+            "tenant {name} already exists on this host and restore does not overwrite it: restore under another name with --as OTHER, or replace it with --force"
+        );
+    }
+    if exists && !args.dry_run {
+        super::remove::run(
+            paths,
+            super::remove::RemoveArgs {
+                name: name.to_string(),
+                purge: true,
+                dry_run: false,
+            },
+        )
+        .with_context(|| format!("removing the existing tenant {name} (--force)"))?;
+    }
+
+    let _lock = HostLock::acquire(paths)?;
+    let cfg = HostConfig::load(paths)?;
+    check_identity(&name, &user, false)?;
+    let tier = match Tier::load(paths, &m.record.tier) {
+        Ok(t) => t,
+        Err(_) => {
+            println!(
+                "tier {} is not defined on this host; using {}",
+                m.record.tier, cfg.tenants.default_tier
+            );
+            Tier::load(paths, &cfg.tenants.default_tier)?
+        }
+    };
+    let runtime_version = if runtime::read_marker(&paths.runtime_dir(&m.record.runtime)).is_some() {
+        m.record.runtime.clone()
+    } else {
+        let v = runtime::default_version(paths).ok_or(Error::NoRuntime)?;
+        println!(
+            "OpenClaw {} (the archived runtime) is not installed here; using {v}",
+            m.record.runtime
+        );
+        v
+    };
+    let others = tenant::list(paths)?;
+    let live = ports::live_listeners(paths.root())?;
+    let port = match ports::check_requested(m.record.port, &cfg.ports, &others, &live) {
+        Ok(()) => m.record.port,
+        Err(_) => ports::allocate(&cfg.ports, &others, &live)?,
+    };
+    let record = Record {
+        name: name.clone(),
+        port,
+        block: cfg.ports.block,
+        tier: tier.name.clone(),
+        runtime: runtime_version,
+        created: m.record.created.clone(),
+        domains: restored_domains(&cfg, &name, &m.record.domains, &others),
+    };
+    // Every tenant's extra domains, the restored one's included: the proxy
+    // routes them as `add` would.
+    let mut extra_domains = proxy::extra_domains(&others);
+    extra_domains.extend(record.domains.iter().cloned());
+    let sd = DbusSystemd::connect()?;
+    let ctx = Ctx {
+        paths,
+        cfg: &cfg,
+        sd: &sd,
+        record: &record,
+        tier: &tier,
+        user: &user,
+        unit: paths::unit_name(&name),
+        proxy: &cfg.proxy,
+        extra_domains,
+        ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
+    };
+    let state = paths.state_dir(&name);
+    let archive = &args.file;
+    let old_name = m.record.name.clone();
+    let old_port = m.record.port;
+    let new_name = &name;
+    let env_path = paths.secrets_file(&name);
+    let mut plan = ctx.plan(false);
+    plan.push(Step::new(
+        format!(
+            "unpack the state in {} into {}",
+            archive.display(),
+            state.display()
+        ),
+        || Ok(false),
+        || {
+            let account = identity::lookup(&user).context("the tenant user is missing")?;
+            backup::extract_state(archive, &state, &account)?;
+            fix_config(&state, &old_name, &name, old_port, port, &account)
+        },
+    ));
+    if let Some(archived) = &contents.secrets {
+        let keep_token = args.keep_token;
+        let env_path = &env_path;
+        plan.push(Step::new(
+            format!(
+                "restore the archived secrets into {}{}",
+                env_path.display(),
+                if keep_token {
+                    " (keeping the archived gateway token)"
+                } else {
+                    " (with a new gateway token)"
+                }
+            ),
+            || Ok(false),
+            move || {
+                let old = EnvFile::parse(&String::from_utf8_lossy(archived))
+                    .context("parsing the archived secrets")?;
+                let mut env = EnvFile::load(env_path)?.unwrap_or_default();
+                for key in old.keys() {
+                    let own = key == secrets::PORT_KEY || key == secrets::NODE_OPTIONS_KEY;
+                    if own || (key == secrets::TOKEN_KEY && !keep_token) {
+                        continue;
+                    }
+                    env.set(key, old.get(key).unwrap_or_default())?;
+                }
+                env.store(env_path, new_name.as_str())
+            },
+        ));
+    }
+    push_restart(&mut plan, paths, &sd, &record);
+
+    if args.dry_run {
+        println!(
+            "plan for `ocusers restore` of {} as {name} (port {port}, tier {}, openclaw {}):",
+            m.tenant, tier.name, record.runtime
+        );
+        if exists {
+            println!("  (first: remove the existing tenant {name}, --force)");
+        }
+        print!("{}", plan.describe()?);
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    plan.apply()?;
+    println!(
+        "tenant {name} restored from {} (backup of {} at {}) and ready in {:.1} s",
+        archive.display(),
+        m.tenant,
+        m.created,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  url:    http://127.0.0.1:{port}/{}",
+        if port != m.record.port {
+            format!("  (port changed: {} is taken here)", m.record.port)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "  token:  {} in {} (root only){}",
+        secrets::TOKEN_KEY,
+        paths.secrets_file(&name).display(),
+        if args.keep_token {
+            ", kept from the archive"
+        } else {
+            ", new: clients need it"
+        }
+    );
+    Ok(())
+}
+
+/// The archived extra domains that this host can route to the restored
+/// tenant; one that another tenant holds here is dropped with a note.
+fn restored_domains(
+    cfg: &HostConfig,
+    name: &TenantName,
+    archived: &[String],
+    others: &[Record],
+) -> Vec<String> {
+    let others: Vec<Record> = others.iter().filter(|r| &r.name != name).cloned().collect();
+    archived
+        .iter()
+        .filter(|d| {
+            let ok =
+                proxy::check_extra_domains(&cfg.proxy, name, std::slice::from_ref(*d), &others)
+                    .is_ok();
+            if !ok {
+                println!("extra domain {d} is not restored: it is taken or not valid here");
+            }
+            ok
+        })
+        .cloned()
+        .collect()
+}
+
+/// The archived config names the old port and, under another name, the old
+/// state directory: point both at the restored tenant.
+fn fix_config(
+    state: &std::path::Path,
+    old: &TenantName,
+    new: &TenantName,
+    old_port: u16,
+    port: u16,
+    account: &identity::Account,
+) -> Result<()> {
+    let path = state.join("openclaw.json");
+    let Ok(mut text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    if old != new {
+        let from = paths::home_dir(old).display().to_string();
+        let to = paths::home_dir(new).display().to_string();
+        text = text.replace(&format!("{from}/"), &format!("{to}/"));
+        text = text.replace(&format!("{from}\""), &format!("{to}\""));
+    }
+    if old_port != port {
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(mut v) => {
+                v["gateway"]["port"] = port.into();
+                text = serde_json::to_string_pretty(&v)? + "\n";
+            }
+            Err(_) => println!(
+                "note: {} is not plain JSON; set gateway.port to {port} in it by hand",
+                path.display()
+            ),
+        }
+    }
+    identity::write_owned_file(&path, text.as_bytes(), account, 0o600)
+}

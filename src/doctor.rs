@@ -1,0 +1,652 @@
+//! `ocusers doctor`: host and tenant checks, each failure with the fix.
+//! Every check reads; `ocusers repair` (cli/doctor.rs) changes.
+use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::HostConfig;
+use crate::identity;
+use crate::paths::{self, Paths};
+use crate::ports;
+use crate::runtime;
+use crate::systemd::{DbusSystemd, Systemd};
+use crate::tenant::{self, Record, TenantName};
+
+/// Oldest systemd the template unit is written for (Debian 12).
+pub const MIN_SYSTEMD: u32 = 252;
+/// cgroup v2 controllers the tiers' limits need.
+pub const CONTROLLERS: [&str; 3] = ["memory", "cpu", "pids"];
+const GIB: u64 = 1 << 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// `systemd`, `cgroup`, `runtime`, `proxy`, `ports`, `disk`, `unit`, `tenant`.
+    pub check: String,
+    pub status: Status,
+    /// The tenant the check is about, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub detail: String,
+    /// What to do about a warning or failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+fn ok(check: &str, detail: impl Into<String>) -> Check {
+    Check {
+        check: check.into(),
+        status: Status::Ok,
+        tenant: None,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn bad(status: Status, check: &str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        check: check.into(),
+        status,
+        tenant: None,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+fn about(mut c: Check, tenant: &TenantName) -> Check {
+    c.tenant = Some(tenant.to_string());
+    c
+}
+
+/// Every check, host first, then each tenant.
+pub fn run(paths: &Paths) -> Vec<Check> {
+    let mut out = Vec::new();
+    let sd = DbusSystemd::connect();
+    match &sd {
+        Ok(sd) => out.push(systemd_version(sd)),
+        Err(e) => out.push(bad(
+            Status::Fail,
+            "systemd",
+            format!("{e:#}"),
+            "ocusers needs systemd as PID 1 with the system D-Bus running",
+        )),
+    }
+    out.push(cgroups(Path::new("/sys/fs/cgroup")));
+    let records = match tenant::list(paths) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(bad(
+                Status::Fail,
+                "tenant",
+                format!("cannot read the registry: {e:#}"),
+                "fix or remove the file named above",
+            ));
+            Vec::new()
+        }
+    };
+    out.extend(runtimes(paths, &records));
+    out.extend(proxy(
+        paths,
+        sd.as_ref().ok().map(|s| s as &dyn Systemd),
+        &records,
+    ));
+    out.push(port_pool(paths, &records));
+    out.extend(disk(paths));
+    if let Ok(sd) = &sd {
+        out.extend(units(sd, &records));
+    }
+    for r in &records {
+        out.extend(tenant_files(paths, r));
+    }
+    out.extend(orphans(paths, &records));
+    out
+}
+
+fn systemd_version(sd: &DbusSystemd) -> Check {
+    match sd.version() {
+        Ok(v) => {
+            let major: u32 = v
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            if major >= MIN_SYSTEMD {
+                ok("systemd", format!("systemd {v}"))
+            } else {
+                bad(
+                    Status::Fail,
+                    "systemd",
+                    format!("systemd {v} is older than {MIN_SYSTEMD}"),
+                    "upgrade the host to Debian 12 or newer",
+                )
+            }
+        }
+        Err(e) => bad(
+            Status::Fail,
+            "systemd",
+            format!("{e:#}"),
+            "check that systemd is PID 1",
+        ),
+    }
+}
+
+/// cgroup v2 with the controllers the limits need; a v1 or hybrid host
+/// accepts the limits but does not enforce them: a warning.
+pub fn cgroups(root: &Path) -> Check {
+    let is_v2 = nix::sys::statfs::statfs(root)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+    if !is_v2 {
+        return bad(
+            Status::Warn,
+            "cgroup",
+            format!(
+                "{} is not a cgroup v2 (unified) hierarchy: MemoryMax, CPUQuota and TasksMax are accepted but not enforced",
+                root.display()
+            ),
+            "boot with the unified hierarchy (kernel option systemd.unified_cgroup_hierarchy=1, Debian 12's default)",
+        );
+    }
+    let have = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let have: BTreeSet<&str> = have.split_whitespace().collect();
+    let missing: Vec<&str> = CONTROLLERS
+        .iter()
+        .filter(|c| !have.contains(*c))
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        ok(
+            "cgroup",
+            format!("cgroup v2 with {}", CONTROLLERS.join(", ")),
+        )
+    } else {
+        bad(
+            Status::Fail,
+            "cgroup",
+            format!(
+                "cgroup v2 lacks the {} controller(s): tenant limits are not enforced",
+                missing.join(", ")
+            ),
+            "enable them in the kernel / on the boot command line (cgroup_enable=memory)",
+        )
+    }
+}
+
+fn runtimes(paths: &Paths, records: &[Record]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let link = paths.default_runtime_link();
+    match (std::fs::read_link(&link), runtime::default_version(paths)) {
+        (_, Some(v)) => {
+            let node = runtime::node_bin(&paths.runtime_dir(&v));
+            match runtime::check_node(&node) {
+                Ok(n) => out.push(ok("runtime", format!("default OpenClaw {v} with Node {n}"))),
+                Err(e) => out.push(bad(
+                    Status::Fail,
+                    "runtime",
+                    format!("default OpenClaw {v}: {e:#}"),
+                    format!("reinstall it: `sudo ocusers runtime install --version {v}`"),
+                )),
+            }
+        }
+        (Ok(target), None) => out.push(bad(
+            Status::Fail,
+            "runtime",
+            format!(
+                "the default runtime {} points at {}, which is not installed (missing runtime)",
+                link.display(),
+                target.display()
+            ),
+            "`sudo ocusers runtime install` (installs OpenClaw and makes it the default)",
+        )),
+        (Err(_), None) => out.push(bad(
+            if records.is_empty() {
+                Status::Warn
+            } else {
+                Status::Fail
+            },
+            "runtime",
+            "no OpenClaw runtime is installed (missing runtime)",
+            "`sudo ocusers runtime install`",
+        )),
+    }
+    for r in records {
+        if runtime::read_marker(&paths.runtime_dir(&r.runtime)).is_none() {
+            out.push(about(
+                bad(
+                    Status::Fail,
+                    "runtime",
+                    format!(
+                        "tenant {} runs OpenClaw {}, which is not installed (missing runtime)",
+                        r.name, r.runtime
+                    ),
+                    format!(
+                        "`sudo ocusers runtime install --version {}`, then `sudo ocusers repair`",
+                        r.runtime
+                    ),
+                ),
+                &r.name,
+            ));
+        } else if !runtime::tenant_link_is(paths, &r.name, &r.runtime) {
+            out.push(about(
+                bad(
+                    Status::Fail,
+                    "runtime",
+                    format!(
+                        "tenant {}: {} does not point at OpenClaw {} as its registry entry says",
+                        r.name,
+                        paths.tenant_runtime_link(&r.name).display(),
+                        r.runtime
+                    ),
+                    "`sudo ocusers repair`",
+                ),
+                &r.name,
+            ));
+        }
+    }
+    out
+}
+
+/// The reverse proxy, when public access is on: installed, running,
+/// accepting its configuration, and routing every tenant's host names.
+fn proxy(paths: &Paths, sd: Option<&dyn Systemd>, records: &[Record]) -> Vec<Check> {
+    let cfg = match HostConfig::load(paths) {
+        Ok(c) => c.proxy,
+        Err(_) => return Vec::new(), // the ports check reports the config
+    };
+    if !cfg.enabled() {
+        return vec![ok(
+            "proxy",
+            "public access is off ([proxy] domain unset or kind = \"none\"): gateways are reachable on loopback only",
+        )];
+    }
+    let program = cfg.program();
+    if let Err(e) = cfg.check_installed() {
+        return vec![bad(
+            Status::Fail,
+            "proxy",
+            e.to_string(),
+            format!("`apt install {program}`, or set [proxy] kind in /etc/ocusers/ocusers.toml"),
+        )];
+    }
+    let mut out = Vec::new();
+    if let Some(sd) = sd {
+        let unit = cfg.unit();
+        match sd.unit(&unit) {
+            Ok(u) if u.is_active() => {}
+            Ok(u) => out.push(bad(
+                Status::Fail,
+                "proxy",
+                format!(
+                    "{unit} is {}: no tenant is reachable from outside",
+                    u.active_state
+                ),
+                format!("`systemctl start {unit}`; `journalctl -u {unit}` says why it stopped"),
+            )),
+            Err(e) => out.push(bad(
+                Status::Fail,
+                "proxy",
+                format!("{unit}: {e:#}"),
+                format!("`apt install {program}`"),
+            )),
+        }
+    }
+    if !paths.host_path(cfg.include()).exists() {
+        out.push(bad(
+            Status::Fail,
+            "proxy",
+            format!("{} is missing", cfg.include().display()),
+            "`sudo ocusers proxy sync`",
+        ));
+    } else if let Err(e) = cfg.validate() {
+        out.push(bad(
+            Status::Fail,
+            "proxy",
+            e.to_string(),
+            format!("fix the file {program} names; then `sudo ocusers proxy sync`"),
+        ));
+    }
+    let routed: BTreeSet<(String, String)> = crate::proxy::links(paths)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    for r in records {
+        for host in cfg.hosts_of(r) {
+            if !routed.contains(&(host.clone(), r.name.to_string())) {
+                out.push(about(
+                    bad(
+                        Status::Fail,
+                        "proxy",
+                        format!("{host} is not routed to tenant {}", r.name),
+                        "`sudo ocusers proxy sync`",
+                    ),
+                    &r.name,
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(ok(
+            "proxy",
+            format!(
+                "{program} is running and routes {} tenants under *.{}",
+                records.len(),
+                cfg.domain
+            ),
+        ));
+    }
+    out
+}
+
+fn port_pool(paths: &Paths, records: &[Record]) -> Check {
+    let cfg = match HostConfig::load(paths) {
+        Ok(c) => c,
+        Err(e) => {
+            return bad(
+                Status::Fail,
+                "ports",
+                format!("{e:#}"),
+                "fix /etc/ocusers/ocusers.toml",
+            );
+        }
+    };
+    let live = ports::live_listeners(paths.root()).unwrap_or_default();
+    let p = cfg.ports;
+    let mut free = 0;
+    let mut port = u32::from(p.start);
+    while port + u32::from(p.block) - 1 <= u32::from(p.end) {
+        if ports::check_requested(port as u16, &p, records, &live).is_ok() {
+            free += 1;
+        }
+        port += u32::from(p.block);
+    }
+    if free == 0 {
+        bad(
+            Status::Warn,
+            "ports",
+            format!(
+                "no free port block left in {}-{} (blocks of {})",
+                p.start, p.end, p.block
+            ),
+            "widen [ports] in /etc/ocusers/ocusers.toml before adding tenants",
+        )
+    } else {
+        ok(
+            "ports",
+            format!(
+                "{free} free port blocks in {}-{} (blocks of {})",
+                p.start, p.end, p.block
+            ),
+        )
+    }
+}
+
+fn disk(paths: &Paths) -> Vec<Check> {
+    let mut out = Vec::new();
+    for (what, dir) in [
+        ("tenant state", paths.state_parent()),
+        ("runtimes and backups", paths.lib_dir()),
+    ] {
+        // The nearest existing directory.
+        let mut d = dir.as_path();
+        while !d.exists() {
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        match nix::sys::statvfs::statvfs(d) {
+            Ok(s) => {
+                let avail = s.blocks_available() * s.fragment_size();
+                let text = format!(
+                    "{} free for {what} ({})",
+                    crate::status::human_bytes(Some(avail)),
+                    dir.display()
+                );
+                out.push(if avail < GIB {
+                    bad(
+                        Status::Fail,
+                        "disk",
+                        text,
+                        "free space: prune runtimes (`ocusers runtime prune`), move old backups",
+                    )
+                } else if avail < 3 * GIB {
+                    bad(
+                        Status::Warn,
+                        "disk",
+                        text,
+                        "a runtime takes about 850 MB and each tenant's state grows: free some space",
+                    )
+                } else {
+                    ok("disk", text)
+                });
+            }
+            Err(e) => out.push(bad(
+                Status::Warn,
+                "disk",
+                format!("cannot read free space of {}: {e}", d.display()),
+                "check the filesystem",
+            )),
+        }
+    }
+    out
+}
+
+fn units(sd: &dyn Systemd, records: &[Record]) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut failed = 0;
+    for r in records {
+        let unit = paths::unit_name(&r.name);
+        match sd.unit(&unit) {
+            Ok(u) if u.active_state == "failed" => {
+                failed += 1;
+                out.push(about(
+                    bad(
+                        Status::Fail,
+                        "unit",
+                        format!("{unit} is in failed state (result {})", u.result),
+                        format!(
+                            "read `journalctl -u {unit}`, fix the cause, then `sudo ocusers restart {}` (or `sudo ocusers repair`)",
+                            r.name
+                        ),
+                    ),
+                    &r.name,
+                ));
+            }
+            Ok(u) if u.unit_file_state != "enabled" => out.push(about(
+                bad(
+                    Status::Fail,
+                    "unit",
+                    format!("{unit} is {} (not started at boot)", u.unit_file_state),
+                    "`sudo ocusers repair`",
+                ),
+                &r.name,
+            )),
+            Ok(u) if !u.is_active() => out.push(about(
+                bad(
+                    Status::Warn,
+                    "unit",
+                    format!("{unit} is {} (stopped)", u.active_state),
+                    format!("`sudo ocusers start {}` if it should run", r.name),
+                ),
+                &r.name,
+            )),
+            Ok(_) => {}
+            Err(e) => out.push(about(
+                bad(Status::Fail, "unit", format!("{e:#}"), "check systemd"),
+                &r.name,
+            )),
+        }
+    }
+    if failed == 0 {
+        out.push(ok(
+            "unit",
+            format!("no tenant unit in failed state ({} tenants)", records.len()),
+        ));
+    }
+    out
+}
+
+/// The tenant's user, state directory, secrets file: as its registry
+/// entry says they should be.
+pub fn tenant_files(paths: &Paths, r: &Record) -> Vec<Check> {
+    let mut problems = Vec::new();
+    let user = paths::user_name(&r.name);
+    let account = identity::lookup(&user);
+    match &account {
+        None => problems.push(format!(
+            "user {user} is missing (registry entry without a user)"
+        )),
+        Some(a) if a.home != paths::home_dir(&r.name) => problems.push(format!(
+            "user {user} has home {}, not {}",
+            a.home.display(),
+            paths::home_dir(&r.name).display()
+        )),
+        Some(_) => {}
+    }
+    let state = paths.state_dir(&r.name);
+    match std::fs::metadata(&state) {
+        Err(_) => problems.push(format!("state directory {} is missing", state.display())),
+        Ok(m) => {
+            if let Some(a) = &account
+                && (m.uid() != a.uid || m.mode() & 0o7777 != 0o700)
+            {
+                problems.push(format!(
+                    "state directory {} is not 0700 {user}",
+                    state.display()
+                ));
+            }
+        }
+    }
+    let env = paths.secrets_file(&r.name);
+    match std::fs::metadata(&env) {
+        Err(_) => problems.push(format!("secrets file {} is missing", env.display())),
+        Ok(m) if m.uid() != 0 || m.mode() & 0o077 != 0 => {
+            problems.push(format!("secrets file {} is not 0600 root", env.display()))
+        }
+        Ok(_) => {}
+    }
+    if problems.is_empty() {
+        vec![about(
+            ok(
+                "tenant",
+                format!("{}: user, state, secrets and registry agree", r.name),
+            ),
+            &r.name,
+        )]
+    } else {
+        vec![about(
+            bad(
+                Status::Fail,
+                "tenant",
+                format!("{}: {}", r.name, problems.join("; ")),
+                "`sudo ocusers repair` recreates what is missing from the registry entry",
+            ),
+            &r.name,
+        )]
+    }
+}
+
+/// Tenant leftovers without a registry entry: users, secrets files, state.
+pub fn orphan_names(paths: &Paths, records: &[Record]) -> BTreeSet<String> {
+    let known: BTreeSet<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    let mut names = BTreeSet::new();
+    let passwd = std::fs::read_to_string(paths.root().join("etc/passwd")).unwrap_or_default();
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() > 5
+            && let Some(n) = f[0].strip_prefix(paths::USER_PREFIX)
+            && let Ok(name) = TenantName::parse(n)
+            && Path::new(f[5]) == paths::home_dir(&name)
+        {
+            names.insert(n.to_string());
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(paths.secrets_dir()) {
+        for e in rd.flatten() {
+            if let Some(n) = e.file_name().to_str().and_then(|n| n.strip_suffix(".env")) {
+                names.insert(n.to_string());
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(paths.state_parent()) {
+        for e in rd.flatten() {
+            if let Some(n) = e.file_name().to_str() {
+                names.insert(n.to_string());
+            }
+        }
+    }
+    names.retain(|n| !known.contains(n.as_str()) && TenantName::parse(n).is_ok());
+    names
+}
+
+fn orphans(paths: &Paths, records: &[Record]) -> Vec<Check> {
+    orphan_names(paths, records)
+        .into_iter()
+        .map(|n| Check {
+            check: "tenant".into(),
+            status: Status::Fail,
+            tenant: Some(n.clone()),
+            detail: format!(
+                "{n}: a user, secrets file or state directory without a registry entry"
+            ),
+            fix: Some(format!(
+                "`sudo ocusers remove {n}` (archives the state) or `sudo ocusers repair --remove-orphans`"
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_cgroup2_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = cgroups(dir.path());
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.fix.is_some());
+    }
+
+    #[test]
+    fn registry_entry_without_user_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let r = Record {
+            name: TenantName::parse("ghost-tenant").unwrap(),
+            port: 20000,
+            block: 128,
+            tier: "standard".into(),
+            runtime: "2026.9.6".into(),
+            created: "x".into(),
+            domains: Vec::new(),
+        };
+        let c = &tenant_files(&paths, &r)[0];
+        assert_eq!(c.status, Status::Fail);
+        assert!(
+            c.detail.contains("user oc-ghost-tenant is missing"),
+            "{}",
+            c.detail
+        );
+        let rt = runtimes(&paths, std::slice::from_ref(&r));
+        assert!(
+            rt.iter()
+                .any(|c| c.status == Status::Fail && c.detail.contains("missing runtime")),
+            "{rt:?}"
+        );
+        std::fs::create_dir_all(paths.secrets_dir()).unwrap();
+        std::fs::write(paths.secrets_dir().join("zed.env"), "").unwrap();
+        assert_eq!(
+            orphan_names(&paths, &[r]).into_iter().collect::<Vec<_>>(),
+            ["zed"]
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! Moving tenants between installed runtimes, health-gated: a tenant's
+//! runtime link (`runtimes/by-tenant/NAME`) and registry entry are pointed
+//! at the new version, its gateway restarted and waited for (`/readyz`);
+//! a tenant that does not become ready is put back on its old runtime and
+//! restarted, and the move stops there. What an upgrade moved is recorded
+//! in `/var/lib/ocusers/last-upgrade.toml`, which `ocusers rollback` reads.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::identity;
+use crate::paths::{self, Paths};
+use crate::runtime;
+use crate::systemd::Systemd;
+use crate::tenant::{self, Record};
+
+/// What the last upgrade did, for `rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastUpgrade {
+    pub at: String,
+    pub to: String,
+    /// The default runtime before the upgrade.
+    pub previous_default: Option<String>,
+    /// Tenant -> the runtime it ran before.
+    pub from: BTreeMap<String, String>,
+    /// Tenant -> a backup of its state taken just before it moved. OpenClaw
+    /// migrates its SQLite schemas forward on start and an older release
+    /// refuses a newer schema, so the way back to an older runtime may need
+    /// the state as it was.
+    #[serde(default)]
+    pub snapshots: BTreeMap<String, PathBuf>,
+}
+
+pub fn last_upgrade_path(paths: &Paths) -> PathBuf {
+    paths.lib_dir().join("last-upgrade.toml")
+}
+
+pub fn load_last(paths: &Paths) -> Result<Option<LastUpgrade>> {
+    let path = last_upgrade_path(paths);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => Ok(Some(
+            toml::from_str(&t).with_context(|| format!("parsing {}", path.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+pub fn save_last(paths: &Paths, last: &LastUpgrade) -> Result<()> {
+    fsutil::ensure_dir(&paths.lib_dir(), 0o755)?;
+    let text = format!(
+        "# ocusers: what the last `ocusers upgrade` moved; `ocusers rollback` reads it.\n{}",
+        toml::to_string(last)?
+    );
+    fsutil::write_atomic(&last_upgrade_path(paths), text.as_bytes(), 0o644)
+}
+
+pub fn clear_last(paths: &Paths) -> Result<()> {
+    fsutil::remove_file(&last_upgrade_path(paths))
+}
+
+/// One tenant's move, as measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Moved {
+    pub tenant: String,
+    pub from: String,
+    pub to: String,
+    /// From the restart request to `/readyz` 200 on the new runtime: the
+    /// tenant's unavailability.
+    pub down: Duration,
+    /// Of which the restart job (stop of the old gateway, start of the new
+    /// process).
+    pub restart_job: Duration,
+}
+
+/// Why a tenant was not moved.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub tenant: String,
+    pub detail: String,
+    /// Whether it is back on its old runtime and ready, and how.
+    pub restored: Result<String, String>,
+}
+
+pub struct Mover<'a> {
+    pub paths: &'a Paths,
+    pub sd: &'a dyn Systemd,
+    /// How long a gateway on the new runtime gets to be ready.
+    pub timeout: Duration,
+    /// How long a gateway put back on its old runtime gets (the host's
+    /// ready_timeout: a short `--timeout` must not fail the way back).
+    pub back_timeout: Duration,
+}
+
+impl Mover<'_> {
+    fn point(&self, record: &Record, version: &str) -> Result<()> {
+        runtime::link_tenant(self.paths, &record.name, version)?;
+        let mut r = record.clone();
+        r.runtime = version.to_string();
+        tenant::save(self.paths, &r)
+    }
+
+    /// Stop the tenant and put its state back as in `snapshot`; what the
+    /// state was is archived first (nothing is lost).
+    fn reset_state(&self, record: &Record, snapshot: &Path) -> Result<PathBuf> {
+        let unit = paths::unit_name(&record.name);
+        crate::backup::verify(snapshot)?;
+        self.sd.stop(&unit)?;
+        let state = self.paths.state_dir(&record.name);
+        let registry = std::fs::read_to_string(self.paths.registry_file(&record.name))?;
+        let kept = crate::backup::create(
+            record,
+            &state,
+            &registry,
+            None,
+            &self.paths.lib_dir().join("backups/replaced-state"),
+        )?;
+        let account = identity::lookup(&paths::user_name(&record.name))
+            .with_context(|| format!("user of tenant {} is missing", record.name))?;
+        for entry in std::fs::read_dir(&state)? {
+            let p = entry?.path();
+            if p.is_dir() && !p.is_symlink() {
+                fsutil::remove_tree(&p)?;
+            } else {
+                fsutil::remove_file(&p)?;
+            }
+        }
+        crate::backup::extract_state(snapshot, &state, &account)?;
+        crate::logging::record(
+            record.name.as_str(),
+            "state-reset",
+            &format!(
+                "state put back from {} (the replaced state is in {})",
+                snapshot.display(),
+                kept.display()
+            ),
+        );
+        Ok(kept)
+    }
+
+    /// Put a tenant on `version` and get it ready; if it is not ready and a
+    /// snapshot is given, put the state back from it and try once more.
+    pub fn put_back(
+        &self,
+        record: &Record,
+        version: &str,
+        snapshot: Option<&Path>,
+    ) -> Result<String, String> {
+        let mut r = record.clone();
+        r.runtime = version.to_string();
+        self.point(&r, version).map_err(|e| format!("{e:#}"))?;
+        let first = match self.restart_and_wait(&r) {
+            Ok(_) => return Ok(format!("ready on {version}")),
+            Err(e) => e,
+        };
+        let Some(snap) = snapshot else {
+            return Err(first);
+        };
+        let kept = self
+            .reset_state(&r, snap)
+            .map_err(|e| format!("{first}; putting the state back failed: {e:#}"))?;
+        self.restart_and_wait(&r).map_err(|e| {
+            format!(
+                "{first}; not ready with the state from {} either: {e}",
+                snap.display()
+            )
+        })?;
+        Ok(format!(
+            "ready on {version} with its state from {} (it refused the newer state: {first}; that state is kept in {})",
+            snap.display(),
+            kept.display()
+        ))
+    }
+
+    fn restart_and_wait(&self, record: &Record) -> Result<(Duration, Duration), String> {
+        let unit = paths::unit_name(&record.name);
+        let start = Instant::now();
+        self.sd
+            .reset_failed(&unit)
+            .and_then(|_| self.sd.restart(&unit))
+            .map_err(|e| format!("{e:#}"))?;
+        let job = start.elapsed();
+        crate::status::wait_unit_ready(self.sd, &unit, record.port, self.back_timeout)?;
+        Ok((start.elapsed(), job))
+    }
+
+    /// Move a batch at once (restart all, then wait for each). Failed
+    /// tenants are put back on their old runtime.
+    pub fn move_batch(
+        &self,
+        batch: &[Record],
+        to: &str,
+        snapshots: &BTreeMap<String, PathBuf>,
+    ) -> (Vec<Moved>, Vec<Failed>) {
+        let mut moved = Vec::new();
+        let mut failed = Vec::new();
+        // Restart everyone in the batch first, so they are down together
+        // (at most the batch size), then wait for each.
+        let mut started = Vec::new();
+        for r in batch {
+            let unit = paths::unit_name(&r.name);
+            let t = Instant::now();
+            let res = self
+                .point(r, to)
+                .and_then(|_| self.sd.reset_failed(&unit))
+                .and_then(|_| self.sd.restart(&unit));
+            crate::logging::record(
+                r.name.as_str(),
+                "upgrade",
+                &format!("runtime {} -> {to}, restarted", r.runtime),
+            );
+            started.push((r, t, t.elapsed(), res));
+        }
+        for (r, t, job, res) in started {
+            let unit = paths::unit_name(&r.name);
+            let outcome = res.map_err(|e| format!("{e:#}")).and_then(|_| {
+                crate::status::wait_unit_ready(self.sd, &unit, r.port, self.timeout)
+                    .map(|_| ())
+                    .map_err(|d| {
+                        format!(
+                            "not ready on {to} within {} s ({d})",
+                            self.timeout.as_secs()
+                        )
+                    })
+            });
+            match outcome {
+                Ok(()) => moved.push(Moved {
+                    tenant: r.name.to_string(),
+                    from: r.runtime.clone(),
+                    to: to.to_string(),
+                    down: t.elapsed(),
+                    restart_job: job,
+                }),
+                Err(detail) => {
+                    let restored = self.put_back(
+                        r,
+                        &r.runtime,
+                        snapshots.get(r.name.as_str()).map(PathBuf::as_path),
+                    );
+                    crate::logging::record(
+                        r.name.as_str(),
+                        "upgrade-rollback",
+                        &format!("back on runtime {} after: {detail}", r.runtime),
+                    );
+                    failed.push(Failed {
+                        tenant: r.name.to_string(),
+                        detail,
+                        restored,
+                    });
+                }
+            }
+        }
+        (moved, failed)
+    }
+}
+
+/// Runtimes that `runtime prune` may delete: installed, not the default,
+/// run by no tenant (registry or link), and not needed by `rollback`.
+pub fn prunable(paths: &Paths) -> Result<Vec<String>> {
+    let default = runtime::default_version(paths);
+    let tenants = tenant::list(paths)?;
+    let last = load_last(paths)?;
+    let mut out = Vec::new();
+    for rt in runtime::list(paths)? {
+        let used_by_link = tenants.iter().any(|t| {
+            std::fs::read_link(paths.tenant_runtime_link(&t.name))
+                .is_ok_and(|l| l.file_name().is_some_and(|n| n == rt.version.as_str()))
+        });
+        let for_rollback = last
+            .as_ref()
+            .is_some_and(|l| l.from.values().any(|v| *v == rt.version));
+        if default.as_deref() != Some(rt.version.as_str())
+            && rt.tenants.is_empty()
+            && !used_by_link
+            && !for_rollback
+        {
+            out.push(rt.version);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_upgrade_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        assert!(load_last(&paths).unwrap().is_none());
+        let mut last = LastUpgrade {
+            at: runtime::now_rfc3339(),
+            to: "2026.9.6".into(),
+            previous_default: Some("2026.9.5".into()),
+            ..Default::default()
+        };
+        last.from.insert("alice".into(), "2026.9.5".into());
+        save_last(&paths, &last).unwrap();
+        assert_eq!(load_last(&paths).unwrap(), Some(last));
+        clear_last(&paths).unwrap();
+        assert!(load_last(&paths).unwrap().is_none());
+        assert!(prunable(&paths).unwrap().is_empty());
+    }
+}
