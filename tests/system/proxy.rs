@@ -183,10 +183,20 @@ pub fn proxy_cli_over_wss(fx: &Fixture) -> R {
     })
 }
 
-/// The established TCP connections to a gateway port, by local port.
+/// The established TCP connections to a gateway port, by local address
+/// (systemd-socket-proxyd's side).
 fn connections_to(fx: &Fixture, port: u16) -> Result<Vec<String>, String> {
     let out = fx.sh(&format!(
         "ss -Htn state established '( dport = :{port} )' | awk '{{print $3}}' | sort"
+    ))?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+/// The follower's own TCP connections to Caddy, by local address: the
+/// client side of its WebSocket, which any drop by Caddy closes.
+fn follower_connections(fx: &Fixture) -> Result<Vec<String>, String> {
+    let out = fx.sh(&format!(
+        "ss -Htnp state established '( dport = :{CADDY_HTTPS} )' | grep \"pid=$(cat /tmp/follow.pid),\" | awk '{{print $3}}' | sort; true"
     ))?;
     Ok(out.lines().map(str::to_string).collect())
 }
@@ -311,6 +321,10 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
     )
     .map_err(|e| format!("{e}; follower: {:?}", follow_state()))?;
     let before = connections_to(fx, alice_port)?;
+    let client_before = follower_connections(fx)?;
+    ensure(!client_before.is_empty(), || {
+        "the follower has no connection to Caddy".into()
+    })?;
     let pid = caddy_pid(fx)?;
 
     let t = Instant::now();
@@ -330,14 +344,16 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
     let add_remove_secs = t.elapsed().as_secs_f64();
 
     let after = connections_to(fx, alice_port)?;
+    let client_after = follower_connections(fx)?;
     let state = follow_state()?;
     ensure(
         before.iter().all(|c| after.contains(c))
+            && client_before == client_after
             && state.starts_with("alive")
             && !state.to_lowercase().contains("reconnect"),
         || {
             format!(
-                "alice's WebSocket did not survive add/remove of dave: connections {before:?} -> {after:?}; follower: {state}"
+                "alice's WebSocket did not survive add/remove of dave: to the gateway {before:?} -> {after:?}, follower to Caddy {client_before:?} -> {client_after:?}; follower: {state}"
             )
         },
     )?;
@@ -348,15 +364,12 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
     );
 
     // The check can fail: restarting Caddy drops the WebSocket, and the
-    // check sees that connection go.
+    // check sees the follower's connection go.
     fx.sh("systemctl restart caddy")?;
     wait_for(
         "the restart to drop the WebSocket",
         Duration::from_secs(60),
-        || {
-            let now = connections_to(fx, alice_port)?;
-            Ok(before.iter().any(|c| !now.contains(c)))
-        },
+        || Ok(follower_connections(fx)? != client_before),
     )
     .map_err(|e| format!("{e}: the check cannot see a dropped WebSocket"))
 }
