@@ -4,6 +4,7 @@
 //! secrets file and port block, and an instance of the `openclaw@.service`
 //! template. systemd is the source of truth for runtime state; ocusers keeps
 //! only what systemd does not know (see [`tenant::Record`]).
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -12,6 +13,8 @@ pub mod health;
 pub mod identity;
 pub mod lock;
 pub mod logging;
+pub mod manifest;
+pub mod metrics;
 pub mod openclaw_config;
 pub mod paths;
 pub mod plan;

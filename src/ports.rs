@@ -129,6 +129,8 @@ mod tests {
             tier: "standard".into(),
             runtime: "1".into(),
             created: String::new(),
+            domains: Vec::new(),
+            limits: Default::default(),
         }
     }
 

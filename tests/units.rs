@@ -105,3 +105,25 @@ fn target_and_slice() {
     let s = unit("openclaw.slice");
     assert!(values(&s, "Description")[0].contains("OpenClaw"));
 }
+
+#[test]
+fn slice_caps_all_tenants_below_the_host() {
+    let s = unit("openclaw.slice");
+    assert_eq!(values(&s, "MemoryMax"), ["90%"]);
+    assert_eq!(values(&s, "MemoryHigh"), ["85%"]);
+    assert_eq!(values(&s, "MemorySwapMax"), ["0"]);
+}
+
+#[test]
+fn metrics_timer_writes_the_textfile() {
+    let s = unit("ocusers-metrics.service");
+    assert_eq!(values(&s, "Type"), ["oneshot"]);
+    assert_eq!(
+        values(&s, "ExecStart"),
+        ["/usr/bin/ocusers metrics --textfile /var/lib/prometheus/node-exporter/ocusers.prom"]
+    );
+    assert_eq!(values(&s, "CapabilityBoundingSet"), [""]);
+    let t = unit("ocusers-metrics.timer");
+    assert_eq!(values(&t, "OnUnitActiveSec"), ["30s"]);
+    assert_eq!(values(&t, "WantedBy"), ["timers.target"]);
+}

@@ -19,11 +19,20 @@ _ocusers() {
             ocusers,add)
                 cmd="ocusers__subcmd__add"
                 ;;
+            ocusers,apply)
+                cmd="ocusers__subcmd__apply"
+                ;;
+            ocusers,export)
+                cmd="ocusers__subcmd__export"
+                ;;
             ocusers,help)
                 cmd="ocusers__subcmd__help"
                 ;;
             ocusers,list)
                 cmd="ocusers__subcmd__list"
+                ;;
+            ocusers,metrics)
+                cmd="ocusers__subcmd__metrics"
                 ;;
             ocusers,remove)
                 cmd="ocusers__subcmd__remove"
@@ -46,11 +55,20 @@ _ocusers() {
             ocusers__subcmd__help,add)
                 cmd="ocusers__subcmd__help__subcmd__add"
                 ;;
+            ocusers__subcmd__help,apply)
+                cmd="ocusers__subcmd__help__subcmd__apply"
+                ;;
+            ocusers__subcmd__help,export)
+                cmd="ocusers__subcmd__help__subcmd__export"
+                ;;
             ocusers__subcmd__help,help)
                 cmd="ocusers__subcmd__help__subcmd__help"
                 ;;
             ocusers__subcmd__help,list)
                 cmd="ocusers__subcmd__help__subcmd__list"
+                ;;
+            ocusers__subcmd__help,metrics)
+                cmd="ocusers__subcmd__help__subcmd__metrics"
                 ;;
             ocusers__subcmd__help,remove)
                 cmd="ocusers__subcmd__help__subcmd__remove"
@@ -101,7 +119,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart runtime help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -115,7 +133,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__add)
-            opts="-v -h --tier --port --no-start --dry-run --verbose --help"
+            opts="-v -h --tier --port --no-start --no-wait --force --dry-run --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -136,8 +154,36 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__apply)
+            opts="-v -h --prune --dry-run --no-start --no-wait --force --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__export)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart runtime help"
+            opts="add remove list status start stop restart apply export metrics runtime help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -151,6 +197,34 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__export)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -179,6 +253,20 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -311,6 +399,24 @@ _ocusers() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__metrics)
+            opts="-v -h --textfile --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --textfile)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

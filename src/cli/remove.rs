@@ -38,8 +38,7 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     let sd = DbusSystemd::connect()?;
     let user = paths::user_name(&name);
     let unit = paths::unit_name(&name);
-    // The user is ours only if its home is the tenant's state directory.
-    let account = identity::lookup(&user).filter(|a| a.home == paths::home_dir(&name));
+    let account = our_account(&name);
     let registered = tenant::load(paths, &name)?.is_some();
     let leftovers = account.is_some()
         || fsutil::exists(&paths.secrets_file(&name))
@@ -52,14 +51,7 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
         .into());
     }
 
-    let archive = (!args.purge).then(|| {
-        paths.archive_dir().join(format!(
-            "{name}-{}.tar.gz",
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                .to_string()
-                .replace(':', "")
-        ))
-    });
+    let archive = (!args.purge).then(|| archive_path(paths, &name));
     let plan = plan(paths, &sd, &name, &user, account, &unit, archive.clone());
     if args.dry_run {
         println!("plan for `ocusers remove {name}`:");
@@ -77,7 +69,23 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     Ok(())
 }
 
-fn plan<'a>(
+/// Where `remove` archives the tenant's state: a new name each time.
+pub(crate) fn archive_path(paths: &Paths, name: &TenantName) -> PathBuf {
+    paths.archive_dir().join(format!(
+        "{name}-{}.tar.gz",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', "")
+    ))
+}
+
+/// The tenant's user, if it is ours (its home is the tenant's state directory).
+pub(crate) fn our_account(name: &TenantName) -> Option<identity::Account> {
+    identity::lookup(&paths::user_name(name)).filter(|a| a.home == paths::home_dir(name))
+}
+
+/// The remove plan; `ocusers apply --prune` runs it for each pruned tenant.
+pub(crate) fn plan<'a>(
     p: &'a Paths,
     sd: &'a dyn Systemd,
     name: &'a TenantName,
