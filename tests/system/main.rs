@@ -7,6 +7,9 @@
 //! ones build on the tenants the earlier ones made.
 
 mod container;
+mod many;
+#[path = "../support/stub_runtime.rs"]
+mod stub_runtime;
 mod tenants;
 
 use std::sync::Arc;
@@ -53,6 +56,12 @@ const TRIALS: &[(&str, Check)] = &[
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),
     ("remove_bob", tenants::remove_bob),
+    ("capacity_guard_refuses", many::capacity_guard_refuses),
+    ("metrics_match_systemd", many::metrics_match_systemd),
+    (
+        "apply_converges_and_prunes",
+        many::apply_converges_and_prunes,
+    ),
 ];
 
 fn main() {
