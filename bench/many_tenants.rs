@@ -1,0 +1,296 @@
+//! Many tenants on one host, measured side by side in one run (issue #6):
+//!
+//! (a) `ocusers add` with and without waiting for readiness, at 1 and at 100
+//!     existing tenants;
+//! (b) `ocusers status --json` (and `list`, `metrics`) at 10, 100 and 200 tenants;
+//! (c) memory ocusers itself keeps on the host besides the gateways.
+//!
+//! Runs in a fresh Debian 12 systemd-nspawn container (real systemd, D-Bus,
+//! useradd; the system tier's harness, tests/system/container.rs) with its
+//! own network namespace, the .deb installed with apt, and the STUB gateway
+//! (examples/stub_gateway.rs: a loopback listener answering /readyz, a few MB)
+//! in place of OpenClaw, so 200 tenants fit on a small machine.
+//!
+//! Run as root: `bench/run` (or `cargo bench --bench many_tenants`).
+//! Not run by CI. Inside the container this same binary is the timer
+//! (`measure`): it runs a command, times it and reads its peak RSS with
+//! wait4(), so no shell or nsenter start-up is counted.
+#[path = "../tests/system/container.rs"]
+mod container;
+#[path = "../tests/support/stub_runtime.rs"]
+mod stub_runtime;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use container::Container;
+
+const REPS: usize = 5;
+const BENCH_BIN: &str = "/usr/local/bin/ocusers-bench";
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("measure") {
+        measure(&args[2..]);
+        return;
+    }
+    // `cargo bench` passes --bench; nothing else is expected.
+    if let Err(e) = run() {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Inside the container: `measure -- CMD ARGS...` runs CMD once and prints
+/// `ms maxrss_kb`; fails if CMD fails.
+fn measure(args: &[String]) {
+    let cmd: Vec<&String> = args.iter().skip_while(|a| *a == "--").collect();
+    let t = Instant::now();
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .expect("run the measured command");
+    let ms = t.elapsed().as_secs_f64() * 1000.0;
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        std::process::exit(1);
+    }
+    // SAFETY: getrusage fills the struct we pass; RUSAGE_CHILDREN covers
+    // the one child this process has waited for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed");
+    println!("{ms:.2} {}", usage.ru_maxrss);
+}
+
+struct Bench {
+    c: Container,
+    tenants: usize,
+}
+
+impl Bench {
+    fn sh(&self, script: &str) -> Result<String, String> {
+        self.c.sh_ok(script)
+    }
+
+    /// One measured command inside: (milliseconds, peak RSS in KiB).
+    fn once(&self, cmd: &str) -> Result<(f64, u64), String> {
+        let out = self.sh(&format!("{BENCH_BIN} measure -- {cmd}"))?;
+        let mut it = out.split_whitespace();
+        let ms = it.next().and_then(|v| v.parse().ok()).ok_or(out.clone())?;
+        let kb = it.next().and_then(|v| v.parse().ok()).ok_or(out.clone())?;
+        Ok((ms, kb))
+    }
+
+    /// Add stub tenants t0001.. until there are `n` (not measured).
+    fn fill_to(&mut self, n: usize) -> Result<(), String> {
+        if n <= self.tenants {
+            return Ok(());
+        }
+        let t = Instant::now();
+        self.sh(&format!(
+            "for i in $(seq {} {n}); do ocusers add $(printf t%04d $i) --no-wait >/dev/null || exit 1; done",
+            self.tenants + 1
+        ))?;
+        eprintln!(
+            "[bench] filled {} -> {n} tenants in {:.1} s",
+            self.tenants,
+            t.elapsed().as_secs_f64()
+        );
+        self.tenants = n;
+        Ok(())
+    }
+
+    /// `ocusers add x` REPS times with `tenants` existing, each removed
+    /// again (not measured) so the count stays put.
+    fn add_times(&self, flags: &str) -> Result<Vec<f64>, String> {
+        let mut v = Vec::new();
+        for _ in 0..REPS {
+            let (ms, _) = self.once(&format!("ocusers add bench-x {flags}"))?;
+            v.push(ms);
+            self.sh("ocusers remove bench-x --purge >/dev/null")?;
+        }
+        Ok(v)
+    }
+
+    fn read_times(&self, cmd: &str) -> Result<(Vec<f64>, u64), String> {
+        self.once(cmd)?; // warm the page cache once
+        let mut v = Vec::new();
+        let mut rss = 0;
+        for _ in 0..REPS * 2 {
+            let (ms, kb) = self.once(cmd)?;
+            v.push(ms);
+            rss = rss.max(kb);
+        }
+        Ok((v, rss))
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+fn fmt(v: &[f64]) -> String {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    format!(
+        "median {:>7.1} ms  (min {:.1}, max {:.1}, n={})",
+        median(v),
+        s[0],
+        s[s.len() - 1],
+        v.len()
+    )
+}
+
+fn deb() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("OCUSERS_BENCH_DEB") {
+        return Ok(PathBuf::from(p));
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/bench-deb");
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new("cargo")
+        .args(["deb", "--locked", "--output"])
+        .arg(&dir)
+        .current_dir(&root)
+        .output()
+        .map_err(|e| format!("cargo deb: {e} (cargo install cargo-deb)"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo deb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok(PathBuf::from(path))
+}
+
+fn run() -> Result<(), String> {
+    let deb = deb()?;
+    let stub = stub_runtime::build_stub_gateway()?;
+    let base = container::ensure_base_root()?;
+    let dir = deb.parent().ok_or("deb has no parent")?.to_path_buf();
+    let c = Container::boot_with(&base, &[(dir, "/mnt/deb".into(), true)], true)?;
+    c.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/deb/ocusers_*.deb >/tmp/apt.log 2>&1 || { tail -20 /tmp/apt.log; exit 1; }")?;
+    stub_runtime::install_stub_runtime(c.root(), &stub, "0.0.0-stub", true)?;
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let inside = c.root().join(BENCH_BIN.trim_start_matches('/'));
+    std::fs::copy(&me, &inside).map_err(|e| format!("copy bench binary: {e}"))?;
+    // 200 blocks of 128 ports need a larger pool than the default (99
+    // tenants); the container's own network namespace has room. Stub
+    // gateways use a few MB, so the capacity guard's ratio is raised here.
+    write(
+        c.root(),
+        "etc/ocusers/ocusers.toml",
+        "[ports]\nstart = 10000\nend = 60999\n\n[tenants]\ndefault_tier = \"light\"\n\n[capacity]\novercommit = 100\n",
+    )?;
+    let mut b = Bench { c, tenants: 0 };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut report = vec![
+        "ocusers many-tenants bench".to_string(),
+        "gateway: STUB (examples/stub_gateway.rs, a loopback /readyz listener), not OpenClaw"
+            .into(),
+        format!(
+            "host: systemd-nspawn Debian 12 container, private network; {cpus} CPUs on the host; {REPS} adds / {} reads per figure",
+            REPS * 2
+        ),
+        String::new(),
+    ];
+
+    b.fill_to(1)?;
+    let add1_nowait = b.add_times("--no-wait")?;
+    let add1_wait = b.add_times("")?;
+    b.fill_to(10)?;
+    let (st10, _) = b.read_times("ocusers status --json")?;
+    b.fill_to(100)?;
+    let add100_nowait = b.add_times("--no-wait")?;
+    let add100_wait = b.add_times("")?;
+    let (st100, _) = b.read_times("ocusers status --json")?;
+    b.fill_to(200)?;
+    let (st200, rss200) = b.read_times("ocusers status --json")?;
+    let (list200, _) = b.read_times("ocusers list")?;
+    let (metrics200, _) = b.read_times("ocusers metrics")?;
+    let (add200_nowait, _) = (b.add_times("--no-wait")?, ());
+
+    let growth = (median(&add100_nowait) / median(&add1_nowait) - 1.0) * 100.0;
+    report.push("(a) ocusers add".into());
+    report.push(format!(
+        "  at   1 tenant,  --no-wait : {}",
+        fmt(&add1_nowait)
+    ));
+    report.push(format!("  at   1 tenant,  to ready  : {}", fmt(&add1_wait)));
+    report.push(format!(
+        "  at 100 tenants, --no-wait : {}",
+        fmt(&add100_nowait)
+    ));
+    report.push(format!(
+        "  at 100 tenants, to ready  : {}",
+        fmt(&add100_wait)
+    ));
+    report.push(format!(
+        "  at 200 tenants, --no-wait : {}",
+        fmt(&add200_nowait)
+    ));
+    report.push(format!(
+        "  growth of add --no-wait from 1 to 100 tenants: {growth:+.1}% (target: at most +20%)"
+    ));
+    report.push("(b) read commands".into());
+    report.push(format!("  status --json,  10 tenants: {}", fmt(&st10)));
+    report.push(format!("  status --json, 100 tenants: {}", fmt(&st100)));
+    report.push(format!(
+        "  status --json, 200 tenants: {}  (target: under 100 ms)",
+        fmt(&st200)
+    ));
+    report.push(format!("  list,          200 tenants: {}", fmt(&list200)));
+    report.push(format!(
+        "  metrics,       200 tenants: {}",
+        fmt(&metrics200)
+    ));
+
+    // (c) What ocusers keeps on the host: no process of its own between
+    // commands, no unit of its own running (the metrics timer is off by
+    // default); the peak RSS of one status call at 200 tenants for scale.
+    let resident = b.sh(
+        "ps -eo rss=,comm= | awk '$2 ~ /^ocusers/ {n++; kb+=$1} END {printf \"%d %d\", n, kb}'",
+    )?;
+    let units = b.sh(
+        "systemctl list-units --no-legend --plain 'ocusers*' | awk '{print $1}' | paste -sd' '",
+    )?;
+    let gateways = b.sh(
+        "ps -eo rss=,comm= | awk '$2 == \"node\" {n++; kb+=$1} END {printf \"%d %d\", n, kb}'",
+    )?;
+    let mut r = resident.split_whitespace();
+    let (n, kb) = (r.next().unwrap_or("?"), r.next().unwrap_or("?"));
+    let mut g = gateways.split_whitespace();
+    report.push("(c) memory of ocusers itself, besides the gateways".into());
+    report.push(format!(
+        "  resident ocusers processes with 200 tenants running: {n} ({kb} KiB RSS); running ocusers units: [{}]",
+        units.trim()
+    ));
+    report.push(format!(
+        "  for scale: peak RSS of one `ocusers status --json` at 200 tenants {rss200} KiB (exits when done); the 200 stub gateways: {} processes, {} KiB RSS",
+        g.next().unwrap_or("?"),
+        g.next().unwrap_or("?")
+    ));
+    println!("\n{}", report.join("\n"));
+    b.sh("ocusers list >/dev/null")?;
+    drop(b);
+    Ok(())
+}
+
+fn write(root: &Path, rel: &str, text: &str) -> Result<(), String> {
+    let p = root.join(rel);
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
+}
