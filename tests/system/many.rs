@@ -540,6 +540,21 @@ pub fn apply_converges_and_prunes(fx: &Fixture) -> R {
     second_host_reproduces(fx)
 }
 
+/// The .deb the fixture installed (tenants::deb_path leaves only it in its
+/// directory), so the second host runs the same build.
+fn built_deb() -> Result<std::path::PathBuf, String> {
+    if let Ok(p) = std::env::var("OCUSERS_TEST_DEB") {
+        return Ok(p.into());
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/system-test-deb");
+    std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| format!("no .deb in {}", dir.display()))
+}
+
 /// Export from the first host, apply on a fresh second host (stub gateway,
 /// its own network namespace): the same tenant set, every gateway ready;
 /// a tier change there restarts that gateway; a second apply does nothing.
@@ -547,7 +562,7 @@ fn second_host_reproduces(fx: &Fixture) -> R {
     let c = &fx.c;
     let exported = ok(c, "ocusers export")?;
     let json1 = ok(c, "ocusers export --json")?;
-    let deb = crate::tenants::deb_path()?;
+    let deb = built_deb()?;
     let stub = crate::stub_runtime::build_stub_gateway()?;
     let base = crate::container::ensure_base_root()?;
     let dir = deb.parent().unwrap().to_path_buf();
