@@ -15,6 +15,7 @@ pub struct HostConfig {
     pub ports: PortsConfig,
     pub tenants: TenantsConfig,
     pub runtime: RuntimeConfig,
+    pub proxy: crate::proxy::ProxyConfig,
     pub capacity: CapacityConfig,
 }
 
@@ -89,10 +90,11 @@ impl HostConfig {
         } else {
             None
         };
+        let problem = problem.map(str::to_string).or_else(|| self.proxy.problem());
         match problem {
             Some(message) => Err(Error::BadFile {
                 path: paths.host_config(),
-                message: message.to_string(),
+                message,
             }),
             None => Ok(()),
         }

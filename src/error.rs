@@ -81,6 +81,22 @@ pub enum Error {
         seconds: u64,
         detail: String,
     },
+    #[error(
+        "public access is configured for {kind} ([proxy] in /etc/ocusers/ocusers.toml), but {kind} is not installed: install it with `sudo apt install {kind}`, or set [proxy] kind = \"none\""
+    )]
+    ProxyMissing { kind: String },
+    #[error(
+        "{proxy} rejects its configuration, so nothing was changed and the running {proxy} was not reloaded: {message}"
+    )]
+    ProxyInvalid { proxy: String, message: String },
+    #[error(
+        "{config} does not include ocusers' routes: add the line `{line}` to it (ocusers never edits it), then run `sudo ocusers proxy sync`"
+    )]
+    ProxyNotIncluded { config: PathBuf, line: String },
+    #[error("invalid domain {domain:?}: {reason}")]
+    BadDomain { domain: String, reason: String },
+    #[error("domain {domain:?} already routes to tenant {tenant:?}: choose another domain")]
+    DomainTaken { domain: String, tenant: String },
 }
 
 impl Error {
@@ -92,6 +108,7 @@ impl Error {
                 | Error::UnknownTier { .. }
                 | Error::PortOutsidePool { .. }
                 | Error::PortNotBlockStart { .. }
+                | Error::BadDomain { .. }
         )
     }
 }

@@ -22,6 +22,7 @@ pub mod policy;
 pub mod ports;
 pub mod privilege;
 pub mod process;
+pub mod proxy;
 pub mod runtime;
 pub mod secrets;
 pub mod status;

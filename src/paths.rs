@@ -111,10 +111,47 @@ impl Paths {
             .join(format!("{unit}.d"))
     }
 
+    /// An absolute host path (from configuration) under this root.
+    pub fn host_path(&self, abs: &Path) -> PathBuf {
+        self.root.join(abs.strip_prefix("/").unwrap_or(abs))
+    }
+
+    /// `/var/lib/ocusers/proxy/hosts`: one link `HOST.sock` per public host
+    /// name, to the socket of the tenant it routes to.
+    pub fn proxy_hosts_dir(&self) -> PathBuf {
+        self.at(PROXY_HOSTS_DIR)
+    }
+    /// Hash of the proxy include the running proxy last loaded.
+    pub fn proxy_loaded_stamp(&self) -> PathBuf {
+        self.at("/var/lib/ocusers/proxy/loaded")
+    }
+    /// Drop-in giving every tenant's proxy socket to the proxy's user.
+    pub fn proxy_socket_dropin(&self) -> PathBuf {
+        self.at("/etc/systemd/system/openclaw-proxy@.socket.d/ocusers-proxy.conf")
+    }
+    /// The tenant's proxy socket (`openclaw-proxy@NAME.socket`).
+    pub fn proxy_socket(&self, name: &TenantName) -> PathBuf {
+        self.at(&proxy_socket_path(name))
+    }
+
     /// Serialises changes to the host.
     pub fn lock_file(&self) -> PathBuf {
         self.at("/run/ocusers.lock")
     }
+}
+
+/// Where the proxy finds the host links, as the proxy sees it.
+pub const PROXY_HOSTS_DIR: &str = "/var/lib/ocusers/proxy/hosts";
+
+/// `/run/ocusers/proxy/alice.sock`, as the system sees it (the socket unit
+/// template says `ListenStream=/run/ocusers/proxy/%i.sock`).
+pub fn proxy_socket_path(name: &TenantName) -> String {
+    format!("/run/ocusers/proxy/{name}.sock")
+}
+
+/// `openclaw-proxy@alice.socket`
+pub fn proxy_socket_unit(name: &TenantName) -> String {
+    format!("openclaw-proxy@{name}.socket")
 }
 
 /// `oc-alice`

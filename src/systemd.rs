@@ -52,6 +52,12 @@ pub trait Systemd {
     /// Persistent (`runtime=false`) resource properties.
     fn set_limits(&self, unit: &str, limits: &Limits) -> Result<()>;
     fn reset_failed(&self, unit: &str) -> Result<()>;
+    /// `ActiveState` of any kind of unit (a socket, a proxy's service).
+    fn active_state(&self, unit: &str) -> Result<String>;
+    /// Reload (not restart) a running unit and wait for the job.
+    fn reload(&self, unit: &str) -> Result<()>;
+    /// `systemctl daemon-reload`: re-read unit files and drop-ins.
+    fn daemon_reload(&self) -> Result<()>;
 }
 
 pub struct DbusSystemd {
@@ -132,6 +138,7 @@ impl DbusSystemd {
             Verb::Start => mgr.start_unit(unit.into(), mode).await,
             Verb::Stop => mgr.stop_unit(unit.into(), mode).await,
             Verb::Restart => mgr.restart_unit(unit.into(), mode).await,
+            Verb::Reload => mgr.reload_unit(unit.into(), mode).await,
         }?;
         while let Some(signal) = removed.next().await {
             let args = signal.args()?;
@@ -155,6 +162,7 @@ enum Verb {
     Start,
     Stop,
     Restart,
+    Reload,
 }
 
 impl Verb {
@@ -163,6 +171,7 @@ impl Verb {
             Verb::Start => "start",
             Verb::Stop => "stop",
             Verb::Restart => "restart",
+            Verb::Reload => "reload",
         }
     }
 }
@@ -299,6 +308,25 @@ impl Systemd for DbusSystemd {
             }
         })
         .with_context(|| format!("resetting the failed state of {unit}"))
+    }
+
+    fn active_state(&self, unit: &str) -> Result<String> {
+        zbus::block_on(async {
+            let path = self.manager().await?.load_unit(unit.into()).await?;
+            let u = self.get_all(&path, "org.freedesktop.systemd1.Unit").await?;
+            anyhow::Ok(string(&u, "ActiveState"))
+        })
+        .with_context(|| format!("reading the state of {unit} from systemd"))
+    }
+
+    fn reload(&self, unit: &str) -> Result<()> {
+        zbus::block_on(self.run_job(unit, Verb::Reload))
+            .with_context(|| format!("reloading {unit}"))
+    }
+
+    fn daemon_reload(&self) -> Result<()> {
+        zbus::block_on(async { anyhow::Ok(self.manager().await?.reload().await?) })
+            .context("reloading systemd's unit files (daemon-reload)")
     }
 }
 

@@ -162,7 +162,7 @@ pub struct Record {
     pub runtime: String,
     /// RFC 3339, UTC.
     pub created: String,
-    /// Extra public domain names of the tenant (reverse proxy).
+    /// Extra public host names routed to the tenant besides NAME.DOMAIN.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
     /// Per-tenant changes to the tier's limits (`ocusers apply`).

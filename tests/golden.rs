@@ -153,6 +153,15 @@ impl ocusers::systemd::Systemd for FixedSystemd {
     fn reset_failed(&self, _: &str) -> anyhow::Result<()> {
         unreachable!()
     }
+    fn active_state(&self, _: &str) -> anyhow::Result<String> {
+        Ok(self.0.active_state.clone())
+    }
+    fn reload(&self, _: &str) -> anyhow::Result<()> {
+        unreachable!()
+    }
+    fn daemon_reload(&self) -> anyhow::Result<()> {
+        unreachable!()
+    }
 }
 
 #[test]
@@ -189,4 +198,69 @@ fn status_json_shape() {
     let mut text = serde_json::to_string_pretty(&status).unwrap();
     text.push('\n');
     check("tests/golden/status-alice.json", text.as_bytes());
+}
+
+/// The proxy includes, per proxy and TLS mode, with one tenant's extra
+/// domain: they list no tenant, only the domain and the extra domains.
+#[test]
+fn proxy_includes() {
+    use ocusers::proxy::{Kind, ProxyConfig, Tls};
+    let base = ProxyConfig {
+        domain: "test.internal".into(),
+        kind: Kind::Caddy,
+        tls: Tls::Internal,
+        cert_file: String::new(),
+        key_file: String::new(),
+        listen: vec!["127.0.0.1".into(), "::1".into()],
+        caddy_config: "/etc/caddy/Caddyfile".into(),
+        caddy_include: "/etc/caddy/ocusers.caddy".into(),
+        nginx_include: "/etc/nginx/conf.d/ocusers.conf".into(),
+    };
+    let extra = ["alice.example.org".to_string()];
+    check(
+        "tests/golden/proxy/caddy-internal.caddy",
+        base.render(&extra).as_bytes(),
+    );
+    let acme = ProxyConfig {
+        tls: Tls::Acme,
+        listen: vec![],
+        domain: "example.com".into(),
+        ..base.clone()
+    };
+    check(
+        "tests/golden/proxy/caddy-acme.caddy",
+        acme.render(&[]).as_bytes(),
+    );
+    let files = ProxyConfig {
+        tls: Tls::Files,
+        cert_file: "/etc/ssl/ocusers/wildcard.pem".into(),
+        key_file: "/etc/ssl/ocusers/wildcard.key".into(),
+        ..base.clone()
+    };
+    assert_eq!(files.problem(), None);
+    check(
+        "tests/golden/proxy/caddy-files.caddy",
+        files.render(&extra).as_bytes(),
+    );
+    let nginx = ProxyConfig {
+        kind: Kind::Nginx,
+        ..files.clone()
+    };
+    assert_eq!(nginx.problem(), None);
+    check(
+        "tests/golden/proxy/nginx.conf",
+        nginx.render(&extra).as_bytes(),
+    );
+    let nginx_all = ProxyConfig {
+        listen: vec![],
+        ..nginx
+    };
+    check(
+        "tests/golden/proxy/nginx-all-addresses.conf",
+        nginx_all.render(&[]).as_bytes(),
+    );
+    // No tenant name appears: adding one never changes these files.
+    for text in [base.render(&extra), nginx_all.render(&[])] {
+        assert!(!text.contains("alice.test.internal"), "{text}");
+    }
 }

@@ -34,6 +34,9 @@ _ocusers() {
             ocusers,metrics)
                 cmd="ocusers__subcmd__metrics"
                 ;;
+            ocusers,proxy)
+                cmd="ocusers__subcmd__proxy"
+                ;;
             ocusers,remove)
                 cmd="ocusers__subcmd__remove"
                 ;;
@@ -70,6 +73,9 @@ _ocusers() {
             ocusers__subcmd__help,metrics)
                 cmd="ocusers__subcmd__help__subcmd__metrics"
                 ;;
+            ocusers__subcmd__help,proxy)
+                cmd="ocusers__subcmd__help__subcmd__proxy"
+                ;;
             ocusers__subcmd__help,remove)
                 cmd="ocusers__subcmd__help__subcmd__remove"
                 ;;
@@ -88,11 +94,35 @@ _ocusers() {
             ocusers__subcmd__help,stop)
                 cmd="ocusers__subcmd__help__subcmd__stop"
                 ;;
+            ocusers__subcmd__help__subcmd__proxy,show)
+                cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__show"
+                ;;
+            ocusers__subcmd__help__subcmd__proxy,sync)
+                cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__sync"
+                ;;
             ocusers__subcmd__help__subcmd__runtime,install)
                 cmd="ocusers__subcmd__help__subcmd__runtime__subcmd__install"
                 ;;
             ocusers__subcmd__help__subcmd__runtime,list)
                 cmd="ocusers__subcmd__help__subcmd__runtime__subcmd__list"
+                ;;
+            ocusers__subcmd__proxy,help)
+                cmd="ocusers__subcmd__proxy__subcmd__help"
+                ;;
+            ocusers__subcmd__proxy,show)
+                cmd="ocusers__subcmd__proxy__subcmd__show"
+                ;;
+            ocusers__subcmd__proxy,sync)
+                cmd="ocusers__subcmd__proxy__subcmd__sync"
+                ;;
+            ocusers__subcmd__proxy__subcmd__help,help)
+                cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__help"
+                ;;
+            ocusers__subcmd__proxy__subcmd__help,show)
+                cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__show"
+                ;;
+            ocusers__subcmd__proxy__subcmd__help,sync)
+                cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__sync"
                 ;;
             ocusers__subcmd__runtime,help)
                 cmd="ocusers__subcmd__runtime__subcmd__help"
@@ -119,7 +149,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -133,7 +163,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__add)
-            opts="-v -h --tier --port --no-start --no-wait --force --dry-run --verbose --help"
+            opts="-v -h --tier --port --domain --no-start --no-wait --force --dry-run --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,6 +174,10 @@ _ocusers() {
                     return 0
                     ;;
                 --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --domain)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -183,7 +217,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart apply export metrics runtime help"
+            opts="add remove list status start stop restart apply export metrics runtime proxy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,6 +303,48 @@ _ocusers() {
         ocusers__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__proxy)
+            opts="sync show"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__proxy__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__proxy__subcmd__sync)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -417,6 +493,104 @@ _ocusers() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy)
+            opts="-v -h --verbose --help sync show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help)
+            opts="sync show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help__subcmd__sync)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__show)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__sync)
+            opts="-v -h --dry-run --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

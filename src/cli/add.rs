@@ -18,6 +18,7 @@ use crate::plan::{Plan, Step};
 use crate::policy::{Limits, Tier};
 use crate::ports;
 use crate::privilege;
+use crate::proxy::{self, ProxyConfig};
 use crate::runtime;
 use crate::secrets::{self, EnvFile};
 use crate::status::human_bytes;
@@ -34,6 +35,10 @@ pub struct AddArgs {
     /// Gateway port (first of the tenant's block); allocated from the pool if left out.
     #[arg(long)]
     pub port: Option<u16>,
+    /// An extra public host name for the tenant besides NAME.DOMAIN (repeat
+    /// for more); its DNS must point at this host.
+    #[arg(long = "domain", value_name = "HOST")]
+    pub domains: Vec<String>,
     /// Create and enable the tenant but do not start its gateway.
     #[arg(long)]
     pub no_start: bool,
@@ -57,7 +62,15 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
     resolve(paths, &cfg, &name, &args)?;
     privilege::require_root("add")?;
     let _lock = HostLock::acquire(paths)?;
-    let (existing, tier, port) = resolve(paths, &cfg, &name, &args)?;
+    let (existing, tier, port, domains) = resolve(paths, &cfg, &name, &args)?;
+    // The proxy is installed and accepts its configuration as it is, before
+    // anything changes (its own message if not).
+    if cfg.proxy.enabled() {
+        cfg.proxy.check_installed()?;
+        if paths.host_path(cfg.proxy.include()).exists() {
+            cfg.proxy.validate()?;
+        }
+    }
     let user = paths::user_name(&name);
     check_identity(&name, &user, existing.is_some())?;
 
@@ -81,9 +94,7 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         created: existing
             .as_ref()
             .map_or_else(runtime::now_rfc3339, |r| r.created.clone()),
-        domains: existing
-            .as_ref()
-            .map_or_else(Vec::new, |r| r.domains.clone()),
+        domains,
         limits: existing
             .as_ref()
             .map_or_else(Default::default, |r| r.limits.clone()),
@@ -110,6 +121,14 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
             args.force,
         )?;
     }
+    // Every tenant's extra domains, this one's as they will be.
+    let mut extra_domains: Vec<String> = proxy::extra_domains(
+        &tenant::list(paths)?
+            .into_iter()
+            .filter(|r| r.name != name)
+            .collect::<Vec<_>>(),
+    );
+    extra_domains.extend(record.domains.iter().cloned());
 
     let sd = DbusSystemd::connect()?;
     let ctx = Ctx {
@@ -121,6 +140,8 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         secrets: &[],
         user: &user,
         unit: paths::unit_name(&name),
+        proxy: &cfg.proxy,
+        extra_domains,
         ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
     };
     let start = match (args.no_start, args.no_wait) {
@@ -175,6 +196,19 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         "  url:    http://127.0.0.1:{port}/  (loopback; ports {port}-{})",
         record.last_port()
     );
+    if cfg.proxy.enabled() {
+        let urls: Vec<String> = cfg
+            .proxy
+            .hosts_of(&record)
+            .iter()
+            .map(|h| format!("https://{h}/"))
+            .collect();
+        println!(
+            "  public: {}  (through {})",
+            urls.join(" "),
+            cfg.proxy.program()
+        );
+    }
     println!(
         "  token:  {} in {} (root only)",
         secrets::TOKEN_KEY,
@@ -202,8 +236,25 @@ fn resolve(
     cfg: &HostConfig,
     name: &TenantName,
     args: &AddArgs,
-) -> Result<(Option<Record>, Tier, u16)> {
+) -> Result<(Option<Record>, Tier, u16, Vec<String>)> {
     let existing = tenant::load(paths, name)?;
+    let mut requested = args.domains.clone();
+    requested.sort();
+    requested.dedup();
+    let domains = match &existing {
+        Some(r) if !requested.is_empty() && requested != r.domains => {
+            return Err(Error::Conflict {
+                name: name.to_string(),
+                what: format!("domains {:?}", r.domains),
+            }
+            .into());
+        }
+        Some(r) => r.domains.clone(),
+        None => {
+            proxy::check_extra_domains(&cfg.proxy, name, &requested, &tenant::list(paths)?)?;
+            requested
+        }
+    };
     let tier_name = match (&existing, &args.tier) {
         (Some(r), Some(t)) if *t != r.tier => {
             return Err(Error::Conflict {
@@ -239,7 +290,7 @@ fn resolve(
             }
         }
     };
-    Ok((existing, tier, port))
+    Ok((existing, tier, port, domains))
 }
 
 /// A tenant's user must be ours: refuse names of existing accounts and an
@@ -286,6 +337,9 @@ pub(crate) struct Ctx<'a> {
     pub user: &'a str,
     pub unit: String,
     pub ready_timeout: Duration,
+    pub proxy: &'a ProxyConfig,
+    /// Every tenant's extra domains as they will be (the proxy's include).
+    pub extra_domains: Vec<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -468,6 +522,13 @@ impl<'a> Ctx<'a> {
             )
             .revert(move || self.sd.disable(unit)),
         );
+
+        if self.proxy.enabled() {
+            for step in proxy::global_steps(p, self.proxy, self.sd, &self.extra_domains) {
+                plan.push(step);
+            }
+            plan.push(proxy::route_step(p, self.proxy, self.sd, r));
+        }
 
         if start != Start::No {
             plan.push(

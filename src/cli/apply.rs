@@ -25,6 +25,7 @@ use crate::paths::{self, Paths};
 use crate::plan::Plan;
 use crate::ports;
 use crate::privilege;
+use crate::proxy;
 use crate::runtime;
 use crate::status::human_bytes;
 use crate::systemd::{DbusSystemd, Systemd};
@@ -148,6 +149,17 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
         )?;
     }
 
+    // Extra domains: well-formed and nobody else's, against the host as it
+    // will be; the proxy's include lists them all.
+    let final_records: Vec<Record> = after.clone();
+    for r in &records {
+        proxy::check_extra_domains(&cfg.proxy, &r.name, &r.domains, &final_records)?;
+    }
+    if cfg.proxy.enabled() {
+        cfg.proxy.check_installed()?;
+    }
+    let extra_domains = proxy::extra_domains(&final_records);
+
     let sd = DbusSystemd::connect()?;
     let users: Vec<String> = desired.iter().map(|d| paths::user_name(&d.name)).collect();
     let start = match (args.no_start, args.no_wait) {
@@ -168,6 +180,8 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
             secrets: &d.secrets,
             user,
             unit: paths::unit_name(&d.name),
+            proxy: &cfg.proxy,
+            extra_domains: extra_domains.clone(),
             ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
         })
         .collect();
@@ -185,15 +199,19 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
     // Removals first (they free ports and memory), then the file's tenants.
     let mut plans: Vec<(String, String, Plan)> = Vec::new();
     for r in &removals {
+        // The include is rewritten once, by the file's tenants' plans,
+        // with the extra domains as they will be.
         let plan = remove::plan(
             paths,
+            &cfg.proxy,
             &sd,
             &r.name,
             &r.user,
             r.account.clone(),
             &r.unit,
             Some(r.archive.clone()),
-        );
+            None,
+        )?;
         plans.push((r.name.to_string(), "remove (--prune)".into(), plan));
     }
     for ((ctx, change), d) in ctxs.iter().zip(&changes).zip(&desired) {

@@ -9,6 +9,7 @@ mod export;
 mod lifecycle;
 mod list;
 mod metrics;
+mod proxy;
 mod remove;
 mod runtime;
 mod status;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Install and list OpenClaw runtimes (Node + the openclaw package).
     #[command(subcommand)]
     Runtime(runtime::RuntimeCommand),
+    /// Public access through the reverse proxy (Caddy or nginx): sync and show its routes.
+    #[command(subcommand)]
+    Proxy(proxy::ProxyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +85,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(&paths, args),
         Command::Export(args) => export::run(&paths, args),
         Command::Metrics(args) => metrics::run(&paths, args),
+        Command::Proxy(cmd) => proxy::run(&paths, cmd),
     }
 }
 

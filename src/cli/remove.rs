@@ -52,7 +52,24 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     }
 
     let archive = (!args.purge).then(|| archive_path(paths, &name));
-    let plan = plan(paths, &sd, &name, &user, account, &unit, archive.clone());
+    let cfg = crate::config::HostConfig::load(paths)?;
+    let others: Vec<tenant::Record> = tenant::list(paths)?
+        .into_iter()
+        .filter(|r| r.name != name)
+        .collect();
+    let had_domains = tenant::load(paths, &name)?.is_some_and(|r| !r.domains.is_empty());
+    let extra_after = had_domains.then(|| crate::proxy::extra_domains(&others));
+    let plan = plan(
+        paths,
+        &cfg.proxy,
+        &sd,
+        &name,
+        &user,
+        account,
+        &unit,
+        archive.clone(),
+        extra_after.as_deref(),
+    )?;
     if args.dry_run {
         println!("plan for `ocusers remove {name}`:");
         print!("{}", plan.describe()?);
@@ -84,8 +101,37 @@ pub(crate) fn our_account(name: &TenantName) -> Option<identity::Account> {
     identity::lookup(&paths::user_name(name)).filter(|a| a.home == paths::home_dir(name))
 }
 
-/// The remove plan; `ocusers apply --prune` runs it for each pruned tenant.
+/// The remove plan: the public routes go first (while they exist, the
+/// tenant is whole); with `extra_after` (the tenant had extra domains) the
+/// proxy's include is rewritten with the others' extra domains; then the
+/// tenant itself. `ocusers apply --prune` runs it for each pruned tenant.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn plan<'a>(
+    p: &'a Paths,
+    proxy: &'a crate::proxy::ProxyConfig,
+    sd: &'a dyn Systemd,
+    name: &'a TenantName,
+    user: &'a str,
+    account: Option<identity::Account>,
+    unit: &'a str,
+    archive: Option<PathBuf>,
+    extra_after: Option<&[String]>,
+) -> Result<Plan<'a>> {
+    let mut plan = Plan::new(name.as_str(), "remove");
+    plan.push(crate::proxy::route_removal_step(p, sd, name));
+    if let Some(extra) = extra_after.filter(|_| proxy.enabled()) {
+        proxy.check_installed()?;
+        for step in crate::proxy::global_steps(p, proxy, sd, extra) {
+            plan.push(step);
+        }
+    }
+    add_steps(&mut plan, p, sd, name, user, account, unit, archive);
+    Ok(plan)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_steps<'a>(
+    plan: &mut Plan<'a>,
     p: &'a Paths,
     sd: &'a dyn Systemd,
     name: &'a TenantName,
@@ -93,8 +139,7 @@ pub(crate) fn plan<'a>(
     account: Option<identity::Account>,
     unit: &'a str,
     archive: Option<PathBuf>,
-) -> Plan<'a> {
-    let mut plan = Plan::new(name.as_str(), "remove");
+) {
     let uid = account.as_ref().map(|a| a.uid);
     plan.push(Step::new(
         format!("stop {unit} and wait until its processes are gone"),
@@ -180,7 +225,6 @@ pub(crate) fn plan<'a>(
         move || Ok(!fsutil::exists(&p.registry_file(name))),
         move || tenant::remove(p, name),
     ));
-    plan
 }
 
 /// After the stop job, the kernel may still be reaping; a straggler outside
