@@ -709,9 +709,10 @@ pub fn dry_run_changes_nothing(fx: &Fixture) -> R {
 /// A gateway that does not become ready in time makes `add` fail and roll
 /// back everything it did: no user, unit, port, secrets or state left.
 pub fn failed_add_rolls_back(fx: &Fixture) -> R {
-    fx.sh("printf '[tenants]\\nready_timeout = 1\\n' > /etc/ocusers/ocusers.toml")?;
+    // Appended and taken off again: the file may hold the test port pool.
+    fx.sh("cp -a /etc/ocusers/ocusers.toml /tmp/ocusers.toml.saved 2>/dev/null || rm -f /tmp/ocusers.toml.saved; printf '\\n[tenants]\\nready_timeout = 1\\n' >> /etc/ocusers/ocusers.toml")?;
     let out = fx.ocusers("add erin");
-    fx.sh("rm /etc/ocusers/ocusers.toml")?;
+    fx.sh("if [ -e /tmp/ocusers.toml.saved ]; then mv /tmp/ocusers.toml.saved /etc/ocusers/ocusers.toml; else rm /etc/ocusers/ocusers.toml; fi")?;
     ensure(out.status.code() == Some(1), || describe(&out))?;
     let err = stderr(&out);
     ensure(
