@@ -206,6 +206,23 @@ fn run() -> Result<(), String> {
         String::new(),
     ];
 
+    if let Ok(n) = std::env::var("OCUSERS_BENCH_PAUSE_AT") {
+        // For looking inside by hand: fill, then wait until the file goes.
+        b.fill_to(
+            n.parse()
+                .map_err(|e| format!("OCUSERS_BENCH_PAUSE_AT: {e}"))?,
+        )?;
+        let flag = Path::new("/tmp/ocusers-bench-paused");
+        std::fs::write(flag, b.c.leader_pid().to_string()).map_err(|e| e.to_string())?;
+        eprintln!(
+            "[bench] paused: nsenter -t {} -a bash; rm {} to go on",
+            b.c.leader_pid(),
+            flag.display()
+        );
+        while flag.exists() {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
     b.fill_to(1)?;
     let add1_nowait = b.add_times("--no-wait")?;
     let add1_wait = b.add_times("")?;

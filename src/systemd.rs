@@ -60,8 +60,29 @@ pub trait Systemd {
     fn daemon_reload(&self) -> Result<()>;
 }
 
-/// Units read at once by [`Systemd::units`].
-const MAX_CONCURRENT_READS: usize = 32;
+/// Units read at once by [`Systemd::units`]: each has up to 11 property
+/// reads in flight, and dbus-daemon allows a connection 128 pending replies.
+const MAX_CONCURRENT_READS: usize = 7;
+const UNIT_PROPS: &[&str] = &[
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "ActiveEnterTimestamp",
+];
+const SERVICE_PROPS: &[&str] = &[
+    "MainPID",
+    "NRestarts",
+    "Result",
+    "MemoryCurrent",
+    "MemoryHigh",
+    "MemoryMax",
+    "CPUUsageNSec",
+    "CPUQuotaPerSecUSec",
+    "TasksCurrent",
+    "TasksMax",
+    "ControlGroup",
+];
 
 pub struct DbusSystemd {
     conn: Connection,
@@ -87,9 +108,11 @@ impl DbusSystemd {
 
     async fn read_unit(&self, mgr: &ManagerProxy<'_>, unit: &str) -> Result<UnitInfo> {
         let path = mgr.load_unit(unit.into()).await?;
+        // Only the properties ocusers reads: GetAll makes systemd compute and
+        // send some 300 (IP and IO accounting, exec arrays, ...) per unit.
         let (u, s) = futures_util::future::try_join(
-            self.get_all(&path, "org.freedesktop.systemd1.Unit"),
-            self.get_all(&path, "org.freedesktop.systemd1.Service"),
+            self.get_some(&path, "org.freedesktop.systemd1.Unit", UNIT_PROPS),
+            self.get_some(&path, "org.freedesktop.systemd1.Service", SERVICE_PROPS),
         )
         .await?;
         Ok(UnitInfo {
@@ -124,6 +147,25 @@ impl DbusSystemd {
             .build()
             .await?;
         Ok(props.get_all(InterfaceName::try_from(interface)?).await?)
+    }
+
+    async fn get_some(
+        &self,
+        path: &OwnedObjectPath,
+        interface: &'static str,
+        names: &[&str],
+    ) -> Result<HashMap<String, OwnedVariant>> {
+        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination("org.freedesktop.systemd1")
+            .path(path.clone())
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        let iface = InterfaceName::try_from(interface)?;
+        let values =
+            futures_util::future::try_join_all(names.iter().map(|n| props.get(iface.clone(), n)))
+                .await?;
+        Ok(names.iter().map(|n| n.to_string()).zip(values).collect())
     }
 
     async fn run_job(&self, unit: &str, verb: Verb) -> Result<()> {
@@ -220,8 +262,6 @@ impl Systemd for DbusSystemd {
                         .with_context(|| format!("reading {unit} from systemd"))
                 }
             });
-            // dbus-daemon allows a connection 128 pending replies; each
-            // read has at most two in flight.
             anyhow::Ok(
                 futures_util::stream::iter(reads)
                     .buffered(MAX_CONCURRENT_READS)
