@@ -116,8 +116,8 @@ impl Paths {
         self.root.join(abs.strip_prefix("/").unwrap_or(abs))
     }
 
-    /// `/var/lib/ocusers/proxy/hosts`: one link `HOST.sock` per public host
-    /// name, to the socket of the tenant it routes to.
+    /// `/var/lib/ocusers/proxy/hosts`: one link `HOST` per public host name,
+    /// to the socket directory of the tenant it routes to.
     pub fn proxy_hosts_dir(&self) -> PathBuf {
         self.at(PROXY_HOSTS_DIR)
     }
@@ -143,10 +143,16 @@ impl Paths {
 /// Where the proxy finds the host links, as the proxy sees it.
 pub const PROXY_HOSTS_DIR: &str = "/var/lib/ocusers/proxy/hosts";
 
-/// `/run/ocusers/proxy/alice.sock`, as the system sees it (the socket unit
-/// template says `ListenStream=/run/ocusers/proxy/%i.sock`).
+/// `/run/ocusers/proxy/alice`, as the system sees it: the directory of the
+/// tenant's proxy socket, which every host link of the tenant points at.
+pub fn proxy_socket_dir(name: &TenantName) -> String {
+    format!("/run/ocusers/proxy/{name}")
+}
+
+/// `/run/ocusers/proxy/alice/gateway.sock` (the socket unit template says
+/// `ListenStream=/run/ocusers/proxy/%i/gateway.sock`).
 pub fn proxy_socket_path(name: &TenantName) -> String {
-    format!("/run/ocusers/proxy/{name}.sock")
+    format!("{}/gateway.sock", proxy_socket_dir(name))
 }
 
 /// `openclaw-proxy@alice.socket`

@@ -324,3 +324,63 @@ fn export_and_metrics_of_an_empty_host() {
     assert!(out.status.success() && out.stdout.is_empty());
     assert_eq!(std::fs::read_to_string(&prom).unwrap(), text);
 }
+
+/// Public access: a bad extra domain is a usage error; a proxy that is not
+/// installed is named with how to get it, before anything changes; bad
+/// `[proxy]` settings name the file and the fix.
+#[test]
+fn proxy_settings_and_domains_are_checked() {
+    let root = tempfile::tempdir().unwrap();
+    let etc = root.path().join("etc/ocusers");
+    std::fs::create_dir_all(&etc).unwrap();
+    let before = tree(root.path());
+    for (domain, needle) in [
+        ("Alice.Example.org", "invalid domain \"Alice.Example.org\""),
+        ("org", "at least two labels"),
+        ("a_b.example.org", "lower-case letters"),
+    ] {
+        let out = ocusers(root.path(), &["add", "alice", "--domain", domain]);
+        assert_fails(&out, 2, needle);
+    }
+    assert_eq!(tree(root.path()), before);
+
+    // nginx with a certificate, but no nginx on PATH.
+    std::fs::write(
+        etc.join("ocusers.toml"),
+        "[proxy]\ndomain = \"example.com\"\nkind = \"nginx\"\ntls = \"files\"\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n",
+    )
+    .unwrap();
+    let before = tree(root.path());
+    for args in [&["add", "alice"][..], &["proxy", "sync"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ocusers"))
+            .args(args)
+            .env("OCUSERS_ROOT", root.path())
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        assert_fails(
+            &out,
+            1,
+            "nginx is not installed: install it with `sudo apt install nginx`, or set [proxy] kind = \"none\"",
+        );
+    }
+    assert_eq!(tree(root.path()), before);
+
+    for (config, needle) in [
+        (
+            "[proxy]\ndomain = \"example.com\"\nkind = \"nginx\"\n",
+            "kind = \"nginx\" needs tls = \"files\"",
+        ),
+        ("[proxy]\ndomain = \"Example.com\"\n", "[proxy] domain"),
+        ("[proxy]\nlisten = [\"localhost\"]\n", "not an IP address"),
+        ("[proxy]\nkind = \"apache\"\n", "unknown variant"),
+    ] {
+        std::fs::write(etc.join("ocusers.toml"), config).unwrap();
+        let out = ocusers(root.path(), &["proxy", "show"]);
+        assert_fails(&out, 1, needle);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("ocusers.toml"),
+            "{out:?}"
+        );
+    }
+}

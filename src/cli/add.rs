@@ -60,16 +60,16 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
     // privilege check and the lock, read-only, so bad input never needs root
     // and never changes anything; it is checked again under the lock.
     resolve(paths, &cfg, &name, &args)?;
+    if cfg.proxy.enabled() {
+        cfg.proxy.check_installed()?;
+    }
     privilege::require_root("add")?;
     let _lock = HostLock::acquire(paths)?;
     let (existing, tier, port, domains) = resolve(paths, &cfg, &name, &args)?;
     // The proxy is installed and accepts its configuration as it is, before
     // anything changes (its own message if not).
-    if cfg.proxy.enabled() {
-        cfg.proxy.check_installed()?;
-        if paths.host_path(cfg.proxy.include()).exists() {
-            cfg.proxy.validate()?;
-        }
+    if cfg.proxy.enabled() && paths.host_path(cfg.proxy.include()).exists() {
+        cfg.proxy.validate()?;
     }
     let user = paths::user_name(&name);
     check_identity(&name, &user, existing.is_some())?;

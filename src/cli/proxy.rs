@@ -37,13 +37,15 @@ pub fn run(paths: &Paths, cmd: ProxyCommand) -> Result<()> {
 
 fn sync(paths: &Paths, args: SyncArgs) -> Result<()> {
     let cfg = HostConfig::load(paths)?.proxy;
+    if cfg.enabled() {
+        cfg.check_installed()?;
+    }
     privilege::require_root("proxy sync")?;
     let _lock = HostLock::acquire(paths)?;
     let records = tenant::list(paths)?;
     let sd = DbusSystemd::connect()?;
     let mut plan = Plan::new("-", "proxy-sync");
     if cfg.enabled() {
-        cfg.check_installed()?;
         for step in proxy::global_steps(paths, &cfg, &sd, &proxy::extra_domains(&records)) {
             plan.push(step);
         }
@@ -84,6 +86,7 @@ fn sync(paths: &Paths, args: SyncArgs) -> Result<()> {
 struct Shown<'a> {
     enabled: bool,
     kind: &'a str,
+    installed: bool,
     domain: &'a str,
     include: String,
     config: Option<String>,
@@ -120,6 +123,7 @@ fn show(paths: &Paths, json: bool) -> Result<()> {
     let shown = Shown {
         enabled: cfg.enabled(),
         kind: cfg.program(),
+        installed: cfg.check_installed().is_ok(),
         domain: &cfg.domain,
         include: cfg.include().display().to_string(),
         config: cfg
@@ -138,6 +142,9 @@ fn show(paths: &Paths, json: bool) -> Result<()> {
         return Ok(());
     };
     println!("# {} ({})", shown.include, shown.kind);
+    if !shown.installed {
+        println!("# {} is not installed: sudo apt install {0}", shown.kind);
+    }
     print!("{config}");
     println!();
     println!("{:<40} {:<20} {:<34} LINKED", "HOST", "TENANT", "SOCKET");

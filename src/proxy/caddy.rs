@@ -7,22 +7,14 @@ use crate::paths::PROXY_HOSTS_DIR;
 
 pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
     let mut out = String::new();
-    let include = cfg.caddy_include.display();
-    let main = cfg.caddy_config.display();
-    writeln!(
-        out,
-        "# Written by ocusers from its tenant registry (`ocusers proxy sync`); do not\n\
-         # edit, changes are overwritten. {main} includes it with:\n\
-         #     import {include}\n\
-         #\n\
-         # Tenant TENANT answers at TENANT.{domain} and its extra domains: each host\n\
-         # name HOST is a link {PROXY_HOSTS_DIR}/HOST.sock to the tenant's\n\
-         # socket /run/ocusers/proxy/TENANT.sock (openclaw-proxy@TENANT.socket), which\n\
-         # relays to the tenant's gateway on loopback. Adding or removing a tenant\n\
-         # changes the links, not this file, so Caddy is not reloaded for it.",
-        domain = cfg.domain
-    )
-    .unwrap();
+    out.push_str(&super::header(
+        cfg,
+        &format!(
+            "{} includes it with:\n#     import {}",
+            cfg.caddy_config.display(),
+            cfg.caddy_include.display()
+        ),
+    ));
     let mut sites = vec![format!("*.{}", cfg.domain)];
     sites.extend(extra.iter().cloned());
     writeln!(out, "{} {{", sites.join(", ")).unwrap();
@@ -40,12 +32,16 @@ pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
         out,
         "\t@tenant file {{\n\
          \t\troot {PROXY_HOSTS_DIR}\n\
-         \t\ttry_files {{host}}.sock\n\
+         \t\ttry_files {{host}}/gateway.sock\n\
          \t}}\n\
          \t# WebSocket upgrades pass as they are; X-Forwarded-For names the\n\
          \t# client, and each gateway trusts it from loopback (gateway.trustedProxies).\n\
-         \treverse_proxy @tenant unix/{PROXY_HOSTS_DIR}/{{host}}.sock\n\
-         \trespond \"no OpenClaw tenant at this address\" 404\n\
+         \thandle @tenant {{\n\
+         \t\treverse_proxy unix/{PROXY_HOSTS_DIR}/{{host}}/gateway.sock\n\
+         \t}}\n\
+         \thandle {{\n\
+         \t\trespond \"no OpenClaw tenant at this address\" 404\n\
+         \t}}\n\
          }}\n"
     )
     .unwrap();

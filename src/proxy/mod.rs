@@ -4,8 +4,9 @@
 //! The proxy's configuration does not list tenants. ocusers writes one file
 //! of its own that the proxy includes ([`caddy`], [`nginx`]): a site for
 //! `*.DOMAIN` (plus the extra domains) that routes a request for HOST to the
-//! Unix socket `/var/lib/ocusers/proxy/hosts/HOST.sock`. That is a link to
-//! the tenant's socket `/run/ocusers/proxy/NAME.sock`, on which systemd
+//! Unix socket `/var/lib/ocusers/proxy/hosts/HOST/gateway.sock`, where HOST is
+//! a link to the tenant's socket directory `/run/ocusers/proxy/NAME`; in it
+//! is the socket `gateway.sock` on which systemd
 //! listens for the tenant (`openclaw-proxy@NAME.socket`, owned by the proxy's
 //! user) and which `systemd-socket-proxyd`, running as the tenant, relays to
 //! the tenant's gateway on loopback. Adding or removing a tenant changes the
@@ -233,6 +234,25 @@ impl ProxyConfig {
     }
 }
 
+/// The comment that opens every include: whose it is, how the proxy includes
+/// it, and how a host name finds its tenant.
+fn header(cfg: &ProxyConfig, included: &str) -> String {
+    format!(
+        "# Written by ocusers from its tenant registry (`ocusers proxy sync`); do not\n\
+         # edit, changes are overwritten. {included}\n\
+         #\n\
+         # Tenant TENANT answers at TENANT.{domain} and its extra domains: each host\n\
+         # name HOST is a link {hosts}/HOST to the directory of\n\
+         # the tenant's socket /run/ocusers/proxy/TENANT/gateway.sock (systemd's\n\
+         # openclaw-proxy@TENANT.socket), which relays to the tenant's gateway on\n\
+         # loopback. Adding or removing a tenant changes the links, not this file,\n\
+         # so {program} is not reloaded for it.\n",
+        domain = cfg.domain,
+        hosts = paths::PROXY_HOSTS_DIR,
+        program = cfg.program(),
+    )
+}
+
 /// The proxy's own complaint, on one line: the lines that say "error" (or
 /// the last few), without Caddy's JSON log wrapping.
 fn proxy_error(stderr: &[u8], stdout: &[u8]) -> String {
@@ -348,9 +368,9 @@ pub fn extra_domains(records: &[Record]) -> Vec<String> {
     records.iter().flat_map(|r| r.domains.clone()).collect()
 }
 
-/// The link for a host name: `/var/lib/ocusers/proxy/hosts/HOST.sock`.
+/// The link for a host name: `/var/lib/ocusers/proxy/hosts/HOST`.
 pub fn link_of(paths: &Paths, host: &str) -> PathBuf {
-    paths.proxy_hosts_dir().join(format!("{host}.sock"))
+    paths.proxy_hosts_dir().join(host)
 }
 
 /// The routes the host links make: (host, tenant) for every link that
@@ -364,20 +384,16 @@ pub fn links(paths: &Paths) -> Result<Vec<(String, String)>> {
     };
     let mut out = Vec::new();
     for entry in entries.flatten() {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(host) = file.strip_suffix(".sock") else {
-            continue;
-        };
+        let host = entry.file_name().to_string_lossy().into_owned();
         let Ok(target) = std::fs::read_link(entry.path()) else {
             continue;
         };
         let tenant = target
             .file_name()
             .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".sock"))
             .unwrap_or_default()
             .to_string();
-        out.push((host.to_string(), tenant));
+        out.push((host, tenant));
     }
     out.sort();
     Ok(out)

@@ -8,19 +8,11 @@ use crate::paths::PROXY_HOSTS_DIR;
 
 pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
     let mut out = String::new();
-    writeln!(
-        out,
-        "# Written by ocusers from its tenant registry (`ocusers proxy sync`); do not\n\
-         # edit, changes are overwritten. Debian's nginx.conf includes conf.d/*.conf.\n\
-         #\n\
-         # Tenant TENANT answers at TENANT.{domain} and its extra domains: each host\n\
-         # name HOST is a link {PROXY_HOSTS_DIR}/HOST.sock to the tenant's\n\
-         # socket /run/ocusers/proxy/TENANT.sock (openclaw-proxy@TENANT.socket), which\n\
-         # relays to the tenant's gateway on loopback. Adding or removing a tenant\n\
-         # changes the links, not this file, so nginx is not reloaded for it.\n",
-        domain = cfg.domain
-    )
-    .unwrap();
+    out.push_str(&super::header(
+        cfg,
+        "Debian's nginx.conf includes conf.d/*.conf.",
+    ));
+    out.push('\n');
     out.push_str(
         "map $http_upgrade $ocusers_connection_upgrade {\n\tdefault upgrade;\n\t''      close;\n}\n\n",
     );
@@ -49,11 +41,11 @@ pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
          \tserver_name {names};\n\
          \tssl_certificate {cert};\n\
          \tssl_certificate_key {key};\n\
-         \tif (!-e {PROXY_HOSTS_DIR}/$host.sock) {{\n\
+         \tif (!-d {PROXY_HOSTS_DIR}/$host) {{\n\
          \t\treturn 404;\n\
          \t}}\n\
          \tlocation / {{\n\
-         \t\tproxy_pass http://unix:{PROXY_HOSTS_DIR}/$host.sock:;\n\
+         \t\tproxy_pass http://unix:{PROXY_HOSTS_DIR}/$host/gateway.sock:;\n\
          \t\tproxy_http_version 1.1;\n\
          \t\tproxy_set_header Host $host;\n\
          \t\tproxy_set_header Upgrade $http_upgrade;\n\

@@ -169,7 +169,7 @@ pub fn route_step<'a>(
             for host in routed_hosts(paths, name)?.difference(&h2) {
                 fsutil::remove_file(&link_of(paths, host))?;
             }
-            let target = paths::proxy_socket_path(name);
+            let target = paths::proxy_socket_dir(name);
             for host in &h2 {
                 let link = link_of(paths, host);
                 let tmp = link.with_extension(format!("tmp{}", std::process::id()));
@@ -197,7 +197,11 @@ fn unroute(paths: &Paths, sd: &dyn Systemd, name: &TenantName, socket: &str) -> 
     sd.stop(&service)?;
     sd.disable(socket)?;
     sd.reset_failed(socket)?;
-    sd.reset_failed(&service)
+    sd.reset_failed(&service)?;
+    // The socket's directory, empty once the socket is gone.
+    let _ =
+        std::fs::remove_dir(paths.host_path(std::path::Path::new(&paths::proxy_socket_dir(name))));
+    Ok(())
 }
 
 /// Take a tenant's public routes away (also when public access is off now).

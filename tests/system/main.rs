@@ -8,6 +8,7 @@
 
 mod container;
 mod many;
+mod proxy;
 #[path = "../support/stub_runtime.rs"]
 mod stub_runtime;
 mod tenants;
@@ -56,6 +57,19 @@ const TRIALS: &[(&str, Check)] = &[
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),
     ("remove_bob", tenants::remove_bob),
+    // Public access through the real Caddy and nginx (issue #3).
+    ("proxy_caddy_setup", proxy::proxy_caddy_setup),
+    ("proxy_routes_by_name", proxy::proxy_routes_by_name),
+    ("proxy_cli_over_wss", proxy::proxy_cli_over_wss),
+    (
+        "proxy_add_remove_keeps_websockets",
+        proxy::proxy_add_remove_keeps_websockets,
+    ),
+    (
+        "proxy_invalid_config_refused",
+        proxy::proxy_invalid_config_refused,
+    ),
+    ("proxy_nginx", proxy::proxy_nginx),
     ("capacity_guard_refuses", many::capacity_guard_refuses),
     ("metrics_match_systemd", many::metrics_match_systemd),
     (

@@ -553,7 +553,20 @@ pub fn apply_converges_and_prunes(fx: &Fixture) -> R {
         || third.stdout.clone(),
     )?;
 
-    second_host_reproduces(fx)
+    second_host_reproduces(fx)?;
+
+    // Leave the host as this trial found it: the original tenants, alice
+    // back on her tier's limits, the ap-* tenants pruned.
+    write(c, "/root/tenants-orig.toml", &existing)?;
+    let back = apply(c, "--no-start --prune /root/tenants-orig.toml")?;
+    plan_matches(&back)?;
+    ensure(
+        show_u64(c, "openclaw@alice.service", "MemoryMax")? == Some(2 << 30)
+            && show(c, "openclaw@alice.service", "MainPID")? == alice_pid,
+        || format!("alice not back on her tier, live: {}", back.stdout),
+    )?;
+    let left = ok(c, "ls /var/lib/ocusers/tenants")?;
+    ensure(!left.contains("ap-"), || format!("left behind: {left}"))
 }
 
 /// The .deb the fixture installed (tenants::deb_path leaves only it in its

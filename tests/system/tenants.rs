@@ -26,7 +26,7 @@ pub struct Fixture {
     pub figures: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
-type R = Result<(), String>;
+pub(crate) type R = Result<(), String>;
 
 impl Fixture {
     pub fn boot(deb: &Path) -> Result<Fixture, String> {
@@ -53,31 +53,31 @@ impl Fixture {
         })
     }
 
-    fn figure(&self, key: impl Into<String>, value: String) {
+    pub(crate) fn figure(&self, key: impl Into<String>, value: String) {
         let key = key.into();
         eprintln!("[figure] {key}: {value}");
         self.figures.lock().unwrap().insert(key, value);
     }
 
-    fn sh(&self, script: &str) -> Result<String, String> {
+    pub(crate) fn sh(&self, script: &str) -> Result<String, String> {
         self.c.sh_ok(script)
     }
 
     /// `ocusers ARGS` inside, as root; the raw output.
-    fn ocusers(&self, args: &str) -> Output {
+    pub(crate) fn ocusers(&self, args: &str) -> Output {
         self.c.sh(&format!("ocusers {args}"))
     }
 
-    fn ocusers_ok(&self, args: &str) -> Result<String, String> {
+    pub(crate) fn ocusers_ok(&self, args: &str) -> Result<String, String> {
         check(&format!("ocusers {args}"), self.ocusers(args))
     }
 
-    fn json(&self, args: &str) -> Result<Value, String> {
+    pub(crate) fn json(&self, args: &str) -> Result<Value, String> {
         let out = self.ocusers_ok(args)?;
         serde_json::from_str(&out).map_err(|e| format!("ocusers {args}: bad JSON ({e}): {out}"))
     }
 
-    fn token(&self, tenant: &str) -> Result<String, String> {
+    pub(crate) fn token(&self, tenant: &str) -> Result<String, String> {
         let env = std::fs::read_to_string(
             self.c
                 .root()
@@ -90,25 +90,25 @@ impl Fixture {
             .ok_or_else(|| format!("no token in {tenant}'s env file"))
     }
 
-    fn status(&self, tenant: &str) -> Result<Value, String> {
+    pub(crate) fn status(&self, tenant: &str) -> Result<Value, String> {
         self.json(&format!("status {tenant} --json"))
     }
 
-    fn port(&self, tenant: &str) -> Result<u16, String> {
+    pub(crate) fn port(&self, tenant: &str) -> Result<u16, String> {
         self.status(tenant)?["port"]
             .as_u64()
             .map(|p| p as u16)
             .ok_or_else(|| format!("no port for {tenant}"))
     }
 
-    fn show(&self, unit: &str, prop: &str) -> Result<String, String> {
+    pub(crate) fn show(&self, unit: &str, prop: &str) -> Result<String, String> {
         Ok(self
             .sh(&format!("systemctl show -P {prop} {unit}"))?
             .trim()
             .to_string())
     }
 
-    fn main_pid(&self, tenant: &str) -> Result<u32, String> {
+    pub(crate) fn main_pid(&self, tenant: &str) -> Result<u32, String> {
         let pid: u32 = self
             .show(&format!("openclaw@{tenant}.service"), "MainPID")?
             .parse()
@@ -119,7 +119,7 @@ impl Fixture {
         Ok(pid)
     }
 
-    fn readyz(&self, port: u16) -> Result<String, String> {
+    pub(crate) fn readyz(&self, port: u16) -> Result<String, String> {
         self.sh(&format!(
             "curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://127.0.0.1:{port}/readyz || true"
         ))
@@ -128,9 +128,36 @@ impl Fixture {
     /// The real OpenClaw CLI as a client: `openclaw gateway health`, as
     /// root inside the container with a throw-away HOME. The token reaches
     /// the CLI from a 0600 file through the shell, not from this test's argv.
-    fn gateway_health(&self, port: u16, token: &str) -> Result<Output, String> {
+    pub(crate) fn gateway_health(&self, port: u16, token: &str) -> Result<Output, String> {
+        self.gateway_health_url(&format!("ws://127.0.0.1:{port}"), token, None)
+    }
+
+    /// `openclaw gateway health` against any URL (`wss://` through the
+    /// proxy), trusting `ca` (a PEM file inside the container) besides the
+    /// system's CAs.
+    pub(crate) fn gateway_health_url(
+        &self,
+        url: &str,
+        token: &str,
+        ca: Option<&str>,
+    ) -> Result<Output, String> {
+        self.write_token_file(token)?;
+        let ca = ca.map_or(String::new(), |c| {
+            format!("export NODE_EXTRA_CA_CERTS={c}; ")
+        });
+        let out = self.c.sh(&format!(
+            "{ca}export HOME=$(mktemp -d) PATH=/var/lib/ocusers/runtimes/default/node_modules/.bin:$PATH; \
+             timeout 120 openclaw gateway health --url {url} --token \"$(cat {TOKEN_FILE})\" --json; \
+             rc=$?; rm -rf \"$HOME\" {TOKEN_FILE}; exit $rc",
+        ));
+        Ok(out)
+    }
+
+    /// A token for the next client command, in a 0600 file inside the
+    /// container ([`TOKEN_FILE`]), so it never is in this test's argv.
+    pub(crate) fn write_token_file(&self, token: &str) -> R {
         use std::os::unix::fs::OpenOptionsExt;
-        let file = self.c.root().join("root/.test-token");
+        let file = self.c.root().join(TOKEN_FILE.trim_start_matches('/'));
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -138,22 +165,22 @@ impl Fixture {
             .mode(0o600)
             .open(&file)
             .and_then(|mut f| std::io::Write::write_all(&mut f, token.as_bytes()))
-            .map_err(|e| format!("writing token file: {e}"))?;
-        let out = self.c.sh(&format!(
-            "export HOME=$(mktemp -d) PATH=/var/lib/ocusers/runtimes/default/node_modules/.bin:$PATH; \
-             timeout 120 openclaw gateway health --url ws://127.0.0.1:{port} --token \"$(cat /root/.test-token)\" --json; \
-             rc=$?; rm -rf \"$HOME\"; exit $rc",
-        ));
-        let _ = std::fs::remove_file(&file);
-        Ok(out)
+            .map_err(|e| format!("writing token file: {e}"))
     }
 }
 
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> R {
+/// Where [`Fixture::write_token_file`] puts a client's token.
+pub(crate) const TOKEN_FILE: &str = "/root/.test-token";
+
+pub(crate) fn ensure(cond: bool, msg: impl FnOnce() -> String) -> R {
     if cond { Ok(()) } else { Err(msg()) }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool, String>) -> R {
+pub(crate) fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<bool, String>,
+) -> R {
     let start = Instant::now();
     loop {
         if f()? {
@@ -166,11 +193,11 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool, S
     }
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -180,7 +207,11 @@ fn stdout(out: &Output) -> String {
 pub fn deb_installs_with_apt(fx: &Fixture) -> R {
     let t = Instant::now();
     fx.sh(&format!(
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y {DEB_DIR}/ocusers_*.deb >/tmp/apt.log 2>&1 || {{ tail -30 /tmp/apt.log; exit 1; }}"
+        // Caddy comes with it (Recommends); masked until the proxy trials
+        // configure it, so no container's Caddy takes the host's port 80
+        // (the containers share the host's network namespace).
+        "systemctl mask caddy.service >/dev/null 2>&1; \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y {DEB_DIR}/ocusers_*.deb >/tmp/apt.log 2>&1 || {{ tail -30 /tmp/apt.log; exit 1; }}"
     ))?;
     fx.figure(
         "apt install of the .deb (with npm)",
@@ -195,6 +226,8 @@ pub fn deb_installs_with_apt(fx: &Fixture) -> R {
         "/usr/share/ocusers/policy/tiers/standard.toml",
         "/usr/share/bash-completion/completions/ocusers",
         "/usr/bin/npm",
+        "/usr/bin/caddy",
+        "/usr/lib/systemd/system/openclaw-proxy@.socket",
     ];
     for f in files {
         fx.sh(&format!("test -e {f}"))
@@ -208,7 +241,7 @@ pub fn deb_installs_with_apt(fx: &Fixture) -> R {
     let v = fx.ocusers_ok("--version")?;
     ensure(v.starts_with("ocusers "), || format!("--version: {v}"))?;
     // The packaged units are valid to systemd itself.
-    fx.sh("systemd-analyze verify /usr/lib/systemd/system/openclaw@.service /usr/lib/systemd/system/openclaw.target 2>&1 | grep -v 'not found in' | (! grep -i -E 'error|invalid|unknown')")
+    fx.sh("systemd-analyze verify /usr/lib/systemd/system/openclaw@.service /usr/lib/systemd/system/openclaw.target /usr/lib/systemd/system/openclaw-proxy@.socket /usr/lib/systemd/system/openclaw-proxy@.service 2>&1 | grep -v 'not found in' | (! grep -i -E 'error|invalid|unknown')")
         .map_err(|e| format!("systemd-analyze verify complains: {e}"))?;
     Ok(())
 }
@@ -709,10 +742,9 @@ pub fn dry_run_changes_nothing(fx: &Fixture) -> R {
 /// A gateway that does not become ready in time makes `add` fail and roll
 /// back everything it did: no user, unit, port, secrets or state left.
 pub fn failed_add_rolls_back(fx: &Fixture) -> R {
-    // Appended and taken off again: the file may hold the test port pool.
-    fx.sh("cp -a /etc/ocusers/ocusers.toml /tmp/ocusers.toml.saved 2>/dev/null || rm -f /tmp/ocusers.toml.saved; printf '\\n[tenants]\\nready_timeout = 1\\n' >> /etc/ocusers/ocusers.toml")?;
+    fx.sh("cp -a /etc/ocusers/ocusers.toml /tmp/ocusers.toml.saved 2>/dev/null; printf '[tenants]\\nready_timeout = 1\\n' >> /etc/ocusers/ocusers.toml")?;
     let out = fx.ocusers("add erin");
-    fx.sh("if [ -e /tmp/ocusers.toml.saved ]; then mv /tmp/ocusers.toml.saved /etc/ocusers/ocusers.toml; else rm /etc/ocusers/ocusers.toml; fi")?;
+    fx.sh("rm /etc/ocusers/ocusers.toml; if [ -e /tmp/ocusers.toml.saved ]; then mv /tmp/ocusers.toml.saved /etc/ocusers/ocusers.toml; fi")?;
     ensure(out.status.code() == Some(1), || describe(&out))?;
     let err = stderr(&out);
     ensure(
@@ -723,7 +755,7 @@ pub fn failed_add_rolls_back(fx: &Fixture) -> R {
 }
 
 /// Nothing of a tenant is left on the host.
-fn assert_gone(fx: &Fixture, name: &str) -> R {
+pub(crate) fn assert_gone(fx: &Fixture, name: &str) -> R {
     for (what, script) in [
         ("user", format!("getent passwd oc-{name}")),
         ("group", format!("getent group oc-{name}")),
