@@ -9,7 +9,7 @@ use crate::paths::Paths;
 
 const BUILTIN: &str = include_str!("../policy/ocusers.toml");
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     pub ports: PortsConfig,
@@ -17,6 +17,14 @@ pub struct HostConfig {
     pub runtime: RuntimeConfig,
     pub proxy: crate::proxy::ProxyConfig,
     pub isolation: IsolationConfig,
+    pub capacity: CapacityConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// The tenants' MemoryMax may add up to this many times the host's RAM.
+    pub overcommit: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +109,8 @@ impl HostConfig {
             Some("[ports] start must be 1024 or more")
         } else if u32::from(p.start) + u32::from(p.block) - 1 > u32::from(p.end) {
             Some("[ports] start..=end must hold at least one block")
+        } else if !(self.capacity.overcommit > 0.0 && self.capacity.overcommit.is_finite()) {
+            Some("[capacity] overcommit must be a positive number like 1.5")
         } else {
             None
         };
@@ -137,6 +147,7 @@ mod tests {
         assert_eq!(c.ports.start, 20000);
         assert_eq!(c.ports.block, 128);
         assert_eq!(c.tenants.default_tier, "standard");
+        assert_eq!(c.capacity.overcommit, 1.5);
     }
 
     #[test]

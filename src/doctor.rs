@@ -628,6 +628,7 @@ mod tests {
             runtime: "2026.9.6".into(),
             created: "x".into(),
             domains: Vec::new(),
+            limits: Default::default(),
         };
         let c = &tenant_files(&paths, &r)[0];
         assert_eq!(c.status, Status::Fail);

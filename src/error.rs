@@ -70,6 +70,16 @@ pub enum Error {
     #[error("audit found {count} problem(s), listed above with their fixes")]
     AuditFailed { count: usize },
     #[error(
+        "not enough memory for {what}: the tenants' MemoryMax would total {committed}, above {ratio} x RAM {ram} = {limit} ([capacity] overcommit in /etc/ocusers/ocusers.toml); remove or shrink tenants, raise the ratio, or pass --force"
+    )]
+    OverCapacity {
+        what: String,
+        committed: String,
+        ratio: f64,
+        ram: String,
+        limit: String,
+    },
+    #[error(
         "gateway of tenant {name:?} did not become ready within {seconds} s ({detail}); see `journalctl -u openclaw@{name}`"
     )]
     NotReady {

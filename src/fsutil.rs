@@ -66,3 +66,18 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
 pub fn exists(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok()
 }
+
+/// Last modification time in microseconds since the epoch (systemd's unit),
+/// 0 when the file is missing.
+pub fn mtime_usec(path: &Path) -> Result<u64> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(m
+            .modified()
+            .with_context(|| format!("reading the mtime of {}", path.display()))?
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}

@@ -6,6 +6,7 @@
 //! only what systemd does not know (see [`tenant::Record`]).
 pub mod audit;
 pub mod backup;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod doctor;
@@ -17,6 +18,8 @@ pub mod identity;
 pub mod isolation;
 pub mod lock;
 pub mod logging;
+pub mod manifest;
+pub mod metrics;
 pub mod openclaw_config;
 pub mod paths;
 pub mod plan;

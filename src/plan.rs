@@ -111,6 +111,17 @@ impl<'a> Plan<'a> {
         Ok(out)
     }
 
+    /// What applying now would do: the steps not done yet, in order.
+    pub fn todo(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for step in &self.steps {
+            if !(step.done)().with_context(|| format!("checking: {}", step.what))? {
+                out.push(step.what.clone());
+            }
+        }
+        Ok(out)
+    }
+
     pub fn apply(self) -> Result<Outcome> {
         let mut outcome = Outcome::default();
         let mut applied: Vec<&Step<'a>> = Vec::new();

@@ -47,6 +47,56 @@ pub struct Limits {
     pub tasks_max: u64,
 }
 
+/// Per-tenant changes to its tier's limits, kept as written (`3G`, `150%`)
+/// so `ocusers export` gives back what the operator wrote. Recorded in the
+/// registry entry; the values on the unit are set from tier + overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_high: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_max: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_max: Option<u64>,
+}
+
+impl LimitOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == LimitOverrides::default()
+    }
+
+    /// `base` with these overrides; an error names the bad field.
+    pub fn apply(&self, base: Limits) -> Result<Limits, String> {
+        let mut l = base;
+        if let Some(s) = &self.memory_high {
+            l.memory_high = parse_bytes(s).map_err(|m| format!("memory_high: {m}"))?;
+        }
+        if let Some(s) = &self.memory_max {
+            l.memory_max = parse_bytes(s).map_err(|m| format!("memory_max: {m}"))?;
+        }
+        if let Some(s) = &self.cpu_quota {
+            l.cpu_quota_per_sec_usec =
+                u64::from(parse_percent(s).map_err(|m| format!("cpu_quota: {m}"))?) * 10_000;
+        }
+        if let Some(n) = self.tasks_max {
+            if n == 0 {
+                return Err("tasks_max must be positive".into());
+            }
+            l.tasks_max = n;
+        }
+        if l.memory_high > l.memory_max {
+            return Err(format!(
+                "memory_high ({}) must not be above memory_max ({})",
+                l.memory_high, l.memory_max
+            ));
+        }
+        Ok(l)
+    }
+}
+
 impl Tier {
     /// Look a tier up by name: `/etc/ocusers/tiers/NAME.toml`, then the
     /// shipped file, then the built-in copy.
@@ -207,6 +257,34 @@ mod tests {
             );
         }
         assert_eq!(available(&paths), ["heavy", "light", "standard"]);
+    }
+
+    #[test]
+    fn overrides_apply_over_the_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Tier::load(&Paths::new(dir.path()), "standard")
+            .unwrap()
+            .limits;
+        assert_eq!(LimitOverrides::default().apply(base), Ok(base));
+        let o = LimitOverrides {
+            memory_max: Some("3G".into()),
+            cpu_quota: Some("150%".into()),
+            ..Default::default()
+        };
+        let l = o.apply(base).unwrap();
+        assert_eq!(l.memory_max, 3 << 30);
+        assert_eq!(l.memory_high, base.memory_high);
+        assert_eq!(l.cpu_quota_per_sec_usec, 1_500_000);
+        let low = LimitOverrides {
+            memory_max: Some("512M".into()),
+            ..Default::default()
+        };
+        assert!(low.apply(base).unwrap_err().contains("memory_high"));
+        let bad = LimitOverrides {
+            cpu_quota: Some("lots".into()),
+            ..Default::default()
+        };
+        assert!(bad.apply(base).unwrap_err().starts_with("cpu_quota"));
     }
 
     #[test]

@@ -213,7 +213,8 @@ mod tests {
             tier: "standard".into(),
             runtime: "1".into(),
             created: String::new(),
-            domains: vec![],
+            domains: Vec::new(),
+            limits: Default::default(),
         }
     }
 

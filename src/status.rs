@@ -53,11 +53,54 @@ pub struct Tasks {
 pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
     let unit = paths::unit_name(&record.name);
     let info: UnitInfo = sd.unit(&unit)?;
-    let readiness = if info.is_active() {
+    let readiness = readiness(record, &info);
+    Ok(assemble(record, info, readiness))
+}
+
+/// Asks the gateway only when systemd says it runs.
+fn readiness(record: &Record, info: &UnitInfo) -> Readiness {
+    if info.is_active() {
         health::probe(record.port, Duration::from_millis(500))
     } else {
         Readiness::Unreachable(format!("unit is {}", info.active_state))
-    };
+    }
+}
+
+/// Status of many tenants: systemd asked for all units at once, the
+/// gateways probed by a few threads in parallel.
+pub fn collect_many(sd: &dyn Systemd, records: &[Record]) -> Result<Vec<TenantStatus>> {
+    let units: Vec<String> = records.iter().map(|r| paths::unit_name(&r.name)).collect();
+    let infos = sd.units(&units).into_iter().collect::<Result<Vec<_>>>()?;
+    let threads = records.len().clamp(1, 16);
+    let chunk = records.len().div_ceil(threads);
+    let mut ready: Vec<Readiness> = Vec::with_capacity(records.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .chunks(chunk.max(1))
+            .zip(infos.chunks(chunk.max(1)))
+            .map(|(rs, is)| {
+                scope.spawn(move || {
+                    rs.iter()
+                        .zip(is)
+                        .map(|(r, i)| readiness(r, i))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for h in handles {
+            ready.extend(h.join().expect("readiness probe thread panicked"));
+        }
+    });
+    Ok(records
+        .iter()
+        .zip(infos)
+        .zip(ready)
+        .map(|((r, i), rd)| assemble(r, i, rd))
+        .collect())
+}
+
+fn assemble(record: &Record, info: UnitInfo, readiness: Readiness) -> TenantStatus {
+    let unit = paths::unit_name(&record.name);
     let uptime_sec = (info.is_active() && info.active_enter_usec > 0).then(|| {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -65,7 +108,7 @@ pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
             .as_micros() as u64;
         now.saturating_sub(info.active_enter_usec) / 1_000_000
     });
-    Ok(TenantStatus {
+    TenantStatus {
         name: record.name.to_string(),
         user: paths::user_name(&record.name),
         port: record.port,
@@ -94,7 +137,7 @@ pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
             max: info.tasks_max,
         },
         unit,
-    })
+    }
 }
 
 /// Wait until the gateway behind `unit` answers ready on `port`, failing at
@@ -120,7 +163,7 @@ pub fn collect_all(records: &[Record]) -> Result<Vec<TenantStatus>> {
         return Ok(Vec::new());
     }
     let sd = crate::systemd::DbusSystemd::connect()?;
-    records.iter().map(|r| collect(&sd, r)).collect()
+    collect_many(&sd, records)
 }
 
 /// `1.5G`, `800M`, `-` for not set.

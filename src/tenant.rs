@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::fsutil;
 use crate::paths::{MAX_USER_NAME, Paths, USER_PREFIX};
+use crate::policy::LimitOverrides;
 
 /// Names a tenant may not take: system accounts, names that read as roles
 /// or services, and ocusers' and OpenClaw's own names.
@@ -164,6 +165,9 @@ pub struct Record {
     /// Extra public host names routed to the tenant besides NAME.DOMAIN.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
+    /// Per-tenant changes to the tier's limits (`ocusers apply`).
+    #[serde(default, skip_serializing_if = "LimitOverrides::is_empty")]
+    pub limits: LimitOverrides,
 }
 
 impl Record {
@@ -272,12 +276,24 @@ mod tests {
             tier: "standard".into(),
             runtime: "2026.9.6".into(),
             created: "2026-11-22T00:00:00Z".into(),
-            domains: vec![],
+            domains: Vec::new(),
+            limits: LimitOverrides::default(),
         };
         save(&paths, &rec).unwrap();
         assert_eq!(load(&paths, &rec.name).unwrap(), Some(rec.clone()));
         assert_eq!(list(&paths).unwrap(), vec![rec.clone()]);
         assert_eq!(rec.last_port(), 20127);
+        let custom = Record {
+            domains: vec!["alice.example.com".into()],
+            limits: LimitOverrides {
+                memory_max: Some("3G".into()),
+                tasks_max: Some(600),
+                ..Default::default()
+            },
+            ..rec.clone()
+        };
+        save(&paths, &custom).unwrap();
+        assert_eq!(load(&paths, &rec.name).unwrap(), Some(custom));
         remove(&paths, &rec.name).unwrap();
         remove(&paths, &rec.name).unwrap();
         assert!(load(&paths, &rec.name).unwrap().is_none());

@@ -269,6 +269,65 @@ fn runtime_install_without_npm_says_how_to_get_it() {
     assert!(tree(root.path()).is_empty());
 }
 
+#[test]
+fn apply_refuses_bad_files_before_anything_changes() {
+    let root = tempfile::tempdir().unwrap();
+    let file = root.path().join("tenants.toml");
+    let cases = [
+        ("[tenants.Alice]\n", "invalid tenant name"),
+        ("[tenants.alice]\ntier = \"huge\"\n", "unknown tier"),
+        (
+            "[tenants.alice]\nsecrets = { OPENAI_API_KEY = \"sk-live-secret\" }\n",
+            "a value in the file is not allowed",
+        ),
+        (
+            "[tenants.alice]\nsecrets = { OPENAI_API_KEY = { file = \"/nonexistent/key\" } }\n",
+            "cannot read /nonexistent/key",
+        ),
+        ("[tenants.alice]\nmemory_max = \"512M\"\n", "memory_high"),
+        ("[tenant.alice]\n", "unknown field"),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(&file, text).unwrap();
+        let before = tree(root.path());
+        let out = ocusers(root.path(), &["apply", file.to_str().unwrap()]);
+        assert_fails(&out, 1, needle);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("tenants.toml"));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("sk-live-secret"));
+        assert_eq!(tree(root.path()), before, "{text}");
+    }
+    let out = ocusers(root.path(), &["apply", "/nonexistent/tenants.toml"]);
+    assert_fails(&out, 1, "reading /nonexistent/tenants.toml");
+}
+
+#[test]
+fn export_and_metrics_of_an_empty_host() {
+    let root = tempfile::tempdir().unwrap();
+    let out = ocusers(root.path(), &["export"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("# ocusers export"), "{text}");
+    assert!(!text.contains("[tenants."), "{text}");
+    let out = ocusers(root.path(), &["export", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tenants"], serde_json::json!({}));
+    let out = ocusers(root.path(), &["metrics"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nocusers_tenants 0\n"), "{text}");
+    assert!(
+        text.contains("# TYPE ocusers_host_memory_bytes gauge"),
+        "{text}"
+    );
+    let prom = root.path().join("textfile/ocusers.prom");
+    let out = ocusers(
+        root.path(),
+        &["metrics", "--textfile", prom.to_str().unwrap()],
+    );
+    assert!(out.status.success() && out.stdout.is_empty());
+    assert_eq!(std::fs::read_to_string(&prom).unwrap(), text);
+}
+
 /// Public access: a bad extra domain is a usage error; a proxy that is not
 /// installed is named with how to get it, before anything changes; bad
 /// `[proxy]` settings name the file and the fix.

@@ -42,6 +42,7 @@ fn record() -> Record {
         runtime: "2026.9.6".into(),
         created: "2026-11-22T00:00:00Z".into(),
         domains: Vec::new(),
+        limits: Default::default(),
     }
 }
 

@@ -60,7 +60,8 @@ fn registry_entry() {
         tier: "standard".into(),
         runtime: "2026.9.6".into(),
         created: "2026-11-22T23:00:00Z".into(),
-        domains: vec![],
+        domains: Vec::new(),
+        limits: Default::default(),
     };
     tenant::save(&paths, &record).unwrap();
     check(
@@ -190,7 +191,8 @@ fn status_json_shape() {
         tier: "standard".into(),
         runtime: "2026.9.6".into(),
         created: "2026-11-22T23:00:00Z".into(),
-        domains: vec![],
+        domains: Vec::new(),
+        limits: Default::default(),
     };
     let status = ocusers::status::collect(&sd, &record).unwrap();
     let mut text = serde_json::to_string_pretty(&status).unwrap();

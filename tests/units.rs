@@ -128,3 +128,25 @@ fn firewall_unit_loads_the_generated_table_before_tenants() {
         ["network.target", "ocusers-firewall.service"]
     );
 }
+
+#[test]
+fn slice_caps_all_tenants_below_the_host() {
+    let s = unit("openclaw.slice");
+    assert_eq!(values(&s, "MemoryMax"), ["90%"]);
+    assert_eq!(values(&s, "MemoryHigh"), ["85%"]);
+    assert_eq!(values(&s, "MemorySwapMax"), ["0"]);
+}
+
+#[test]
+fn metrics_timer_writes_the_textfile() {
+    let s = unit("ocusers-metrics.service");
+    assert_eq!(values(&s, "Type"), ["oneshot"]);
+    assert_eq!(
+        values(&s, "ExecStart"),
+        ["/usr/bin/ocusers metrics --textfile /var/lib/prometheus/node-exporter/ocusers.prom"]
+    );
+    assert_eq!(values(&s, "CapabilityBoundingSet"), [""]);
+    let t = unit("ocusers-metrics.timer");
+    assert_eq!(values(&t, "OnUnitActiveSec"), ["30s"]);
+    assert_eq!(values(&t, "WantedBy"), ["timers.target"]);
+}

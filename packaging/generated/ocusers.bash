@@ -19,6 +19,9 @@ _ocusers() {
             ocusers,add)
                 cmd="ocusers__subcmd__add"
                 ;;
+            ocusers,apply)
+                cmd="ocusers__subcmd__apply"
+                ;;
             ocusers,audit)
                 cmd="ocusers__subcmd__audit"
                 ;;
@@ -34,6 +37,9 @@ _ocusers() {
             ocusers,exec)
                 cmd="ocusers__subcmd__exec"
                 ;;
+            ocusers,export)
+                cmd="ocusers__subcmd__export"
+                ;;
             ocusers,help)
                 cmd="ocusers__subcmd__help"
                 ;;
@@ -42,6 +48,9 @@ _ocusers() {
                 ;;
             ocusers,logs)
                 cmd="ocusers__subcmd__logs"
+                ;;
+            ocusers,metrics)
+                cmd="ocusers__subcmd__metrics"
                 ;;
             ocusers,proxy)
                 cmd="ocusers__subcmd__proxy"
@@ -97,6 +106,9 @@ _ocusers() {
             ocusers__subcmd__help,add)
                 cmd="ocusers__subcmd__help__subcmd__add"
                 ;;
+            ocusers__subcmd__help,apply)
+                cmd="ocusers__subcmd__help__subcmd__apply"
+                ;;
             ocusers__subcmd__help,audit)
                 cmd="ocusers__subcmd__help__subcmd__audit"
                 ;;
@@ -112,6 +124,9 @@ _ocusers() {
             ocusers__subcmd__help,exec)
                 cmd="ocusers__subcmd__help__subcmd__exec"
                 ;;
+            ocusers__subcmd__help,export)
+                cmd="ocusers__subcmd__help__subcmd__export"
+                ;;
             ocusers__subcmd__help,help)
                 cmd="ocusers__subcmd__help__subcmd__help"
                 ;;
@@ -120,6 +135,9 @@ _ocusers() {
                 ;;
             ocusers__subcmd__help,logs)
                 cmd="ocusers__subcmd__help__subcmd__logs"
+                ;;
+            ocusers__subcmd__help,metrics)
+                cmd="ocusers__subcmd__help__subcmd__metrics"
                 ;;
             ocusers__subcmd__help,proxy)
                 cmd="ocusers__subcmd__help__subcmd__proxy"
@@ -275,7 +293,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart runtime proxy audit audit-probe secret token exec logs backup restore upgrade rollback doctor repair help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs backup restore upgrade rollback doctor repair help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -289,7 +307,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__add)
-            opts="-v -h --tier --port --domain --no-start --dry-run --verbose --help"
+            opts="-v -h --tier --port --domain --no-start --no-wait --force --dry-run --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -314,8 +332,22 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__apply)
+            opts="-v -h --prune --dry-run --no-start --no-wait --force --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__audit)
-            opts="-v -h --json --verbose --help"
+            opts="-v -h --json --no-openclaw --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -444,8 +476,22 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__export)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart runtime proxy audit audit-probe secret token exec logs backup restore upgrade rollback doctor repair help"
+            opts="add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs backup restore upgrade rollback doctor repair help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -459,6 +505,20 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__apply)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -556,6 +616,20 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__help__subcmd__export)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -585,6 +659,20 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__metrics)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -932,6 +1020,24 @@ _ocusers() {
                     return 0
                     ;;
                 -n)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__metrics)
+            opts="-v -h --textfile --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --textfile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

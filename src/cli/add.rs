@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Args;
 
+use crate::capacity;
 use crate::config::HostConfig;
 use crate::error::Error;
 use crate::health;
@@ -14,7 +15,7 @@ use crate::lock::HostLock;
 use crate::openclaw_config;
 use crate::paths::{self, Paths};
 use crate::plan::{Plan, Step};
-use crate::policy::Tier;
+use crate::policy::{Limits, Tier};
 use crate::ports;
 use crate::privilege;
 use crate::proxy::{self, ProxyConfig};
@@ -41,6 +42,12 @@ pub struct AddArgs {
     /// Create and enable the tenant but do not start its gateway.
     #[arg(long)]
     pub no_start: bool,
+    /// Start the gateway but do not wait until it answers /readyz.
+    #[arg(long, conflicts_with = "no_start")]
+    pub no_wait: bool,
+    /// Add even when the tenants' memory limits would exceed the capacity guard.
+    #[arg(long)]
+    pub force: bool,
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -88,7 +95,32 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
             .as_ref()
             .map_or_else(runtime::now_rfc3339, |r| r.created.clone()),
         domains,
+        limits: existing
+            .as_ref()
+            .map_or_else(Default::default, |r| r.limits.clone()),
     };
+    let limits = record
+        .limits
+        .apply(tier.limits)
+        .map_err(|message| Error::BadFile {
+            path: paths.registry_file(&name),
+            message,
+        })?;
+    if existing.is_none() {
+        let others = tenant::list(paths)?;
+        let committed = capacity::committed(paths, &others)?.saturating_add(limits.memory_max);
+        capacity::check(
+            &cfg.capacity,
+            capacity::host_ram(paths)?,
+            committed,
+            &format!(
+                "tenant {name} (tier {}, MemoryMax {})",
+                tier.name,
+                human_bytes(Some(limits.memory_max))
+            ),
+            args.force,
+        )?;
+    }
     // Every tenant's extra domains, this one's as they will be.
     let mut extra_domains: Vec<String> = proxy::extra_domains(
         &tenant::list(paths)?
@@ -105,13 +137,20 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         sd: &sd,
         record: &record,
         tier: &tier,
+        limits,
+        secrets: &[],
         user: &user,
         unit: paths::unit_name(&name),
         proxy: &cfg.proxy,
         extra_domains,
         ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
     };
-    let plan = ctx.plan(!args.no_start);
+    let start = match (args.no_start, args.no_wait) {
+        (true, _) => Start::No,
+        (false, true) => Start::NoWait,
+        (false, false) => Start::Wait,
+    };
+    let plan = ctx.plan(start, false);
 
     if args.dry_run {
         println!(
@@ -132,11 +171,16 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let l = &tier.limits;
+    let l = &ctx.limits;
     if args.no_start {
         println!(
             "tenant {name} created, not started: start it with `systemctl start {}`",
             ctx.unit
+        );
+    } else if args.no_wait {
+        println!(
+            "tenant {name} created and started in {:.1} s, not waiting for readiness: `ocusers status {name}` shows when it is ready",
+            started.elapsed().as_secs_f64()
         );
     } else {
         // The gateway's own start-to-ready time beside what ocusers adds.
@@ -272,19 +316,32 @@ pub(crate) fn check_identity(name: &TenantName, user: &str, registered: bool) ->
     Ok(())
 }
 
-/// What the add plan needs; `restore` builds the same plan (without the
-/// start) and adds its own steps.
+/// Whether the plan starts the gateway, and waits for it to be ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Start {
+    No,
+    NoWait,
+    Wait,
+}
+
+/// Everything the add plan needs; `ocusers apply` builds one per tenant, so
+/// the same plan creates a tenant and converges an existing one.
 pub(crate) struct Ctx<'a> {
-    pub(crate) paths: &'a Paths,
-    pub(crate) cfg: &'a HostConfig,
-    pub(crate) sd: &'a dyn Systemd,
-    pub(crate) record: &'a Record,
-    pub(crate) tier: &'a Tier,
-    pub(crate) user: &'a str,
-    pub(crate) unit: String,
-    pub(crate) proxy: &'a ProxyConfig,
-    pub(crate) extra_domains: Vec<String>,
-    pub(crate) ready_timeout: Duration,
+    pub paths: &'a Paths,
+    pub cfg: &'a HostConfig,
+    pub sd: &'a dyn Systemd,
+    pub record: &'a Record,
+    pub tier: &'a Tier,
+    /// The tier's limits with the record's overrides.
+    pub limits: Limits,
+    /// Extra `KEY=value` entries for the env file (secrets from `apply`).
+    pub secrets: &'a [(String, String)],
+    pub user: &'a str,
+    pub unit: String,
+    pub ready_timeout: Duration,
+    pub proxy: &'a ProxyConfig,
+    /// Every tenant's extra domains as they will be (the proxy's include).
+    pub extra_domains: Vec<String>,
 }
 
 impl<'a> Ctx<'a> {
@@ -303,10 +360,24 @@ impl<'a> Ctx<'a> {
             secrets::NODE_OPTIONS_KEY,
             &format!("--max-old-space-size={}", self.tier.v8_heap_mb),
         )?;
+        crate::manifest::set_secrets(&mut env, self.secrets)?;
         Ok(env)
     }
 
-    pub(crate) fn plan(&'a self, start: bool) -> Plan<'a> {
+    /// Whether the env file on disk is what the plan wants.
+    fn env_is_current(&self) -> Result<bool> {
+        Ok(
+            match EnvFile::load(&self.paths.secrets_file(&self.record.name))? {
+                Some(current) => self.desired_env(Some(current.clone()))? == current,
+                None => false,
+            },
+        )
+    }
+
+    /// The add plan. `restart_stale` (for `apply`) adds a last step that
+    /// restarts a running gateway started before its env file last changed
+    /// (a new tier's V8 heap, new secrets), so it reads the new values.
+    pub(crate) fn plan(&'a self, start: Start, restart_stale: bool) -> Plan<'a> {
         let p = self.paths;
         let r = self.record;
         let name = &r.name;
@@ -385,19 +456,17 @@ impl<'a> Ctx<'a> {
 
         let env_path = p.secrets_file(name);
         let env_existed = crate::fsutil::exists(&env_path);
-        let env_check = env_path.clone();
         let env_apply = env_path.clone();
         let mut step = Step::new(
             format!(
-                "write secrets file {} (0600 root; gateway token, port, V8 heap)",
-                env_path.display()
+                "write secrets file {} (0600 root; gateway token, port, V8 heap{})",
+                env_path.display(),
+                self.secrets
+                    .iter()
+                    .map(|(k, _)| format!(", {k}"))
+                    .collect::<String>()
             ),
-            move || {
-                Ok(match EnvFile::load(&env_check)? {
-                    Some(current) => self.desired_env(Some(current.clone()))? == current,
-                    None => false,
-                })
-            },
+            move || self.env_is_current(),
             move || {
                 let env = self.desired_env(EnvFile::load(&env_apply)?)?;
                 env.store(&env_apply, name.as_str())
@@ -464,12 +533,13 @@ impl<'a> Ctx<'a> {
             .revert(move || crate::firewall::sync(p, cfg, Some(name))),
         );
 
-        let l = self.tier.limits;
+        let l = self.limits;
         plan.push(
             Step::new(
                 format!(
-                    "set limits of tier {} on {unit} (MemoryHigh={} MemoryMax={} CPUQuota={}% TasksMax={})",
+                    "set limits of tier {}{} on {unit} (MemoryHigh={} MemoryMax={} CPUQuota={}% TasksMax={})",
                     self.tier.name,
+                    if r.limits.is_empty() { "" } else { " with overrides" },
                     l.memory_high,
                     l.memory_max,
                     l.cpu_quota_per_sec_usec / 10_000,
@@ -504,7 +574,7 @@ impl<'a> Ctx<'a> {
             plan.push(proxy::route_step(p, self.proxy, self.sd, r));
         }
 
-        if start {
+        if start != Start::No {
             plan.push(
                 Step::new(
                     format!("start {unit}"),
@@ -517,6 +587,8 @@ impl<'a> Ctx<'a> {
                 .revert(move || self.sd.stop(unit))
                 .tag("start"),
             );
+        }
+        if start == Start::Wait {
             plan.push(
                 Step::new(
                     format!(
@@ -539,6 +611,41 @@ impl<'a> Ctx<'a> {
                     },
                 )
                 .tag("ready"),
+            );
+        }
+        if start != Start::No && restart_stale {
+            let env_path = p.secrets_file(name);
+            let wait = start == Start::Wait;
+            plan.push(
+                Step::new(
+                    format!("restart {unit} so the gateway reads its changed environment"),
+                    move || {
+                        let u = self.sd.unit(unit)?;
+                        if !u.is_active() {
+                            return Ok(true);
+                        }
+                        Ok(self.env_is_current()?
+                            && u.active_enter_usec >= crate::fsutil::mtime_usec(&env_path)?)
+                    },
+                    move || {
+                        self.sd.restart(unit)?;
+                        if wait {
+                            crate::status::wait_unit_ready(
+                                self.sd,
+                                unit,
+                                r.port,
+                                self.ready_timeout,
+                            )
+                            .map_err(|detail| Error::NotReady {
+                                name: name.to_string(),
+                                seconds: self.ready_timeout.as_secs(),
+                                detail,
+                            })?;
+                        }
+                        Ok(())
+                    },
+                )
+                .tag("start"),
             );
         }
         plan

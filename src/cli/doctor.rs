@@ -143,6 +143,8 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
             sd: &sd,
             record: r,
             tier: &tier,
+            limits: r.limits.apply(tier.limits).unwrap_or(tier.limits),
+            secrets: &[],
             user: &user,
             unit: unit.clone(),
             proxy: &cfg.proxy,
@@ -150,7 +152,7 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
             ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
         };
         let state = paths.state_dir(&r.name);
-        let mut plan = ctx.plan(false);
+        let mut plan = ctx.plan(super::add::Start::No, false);
         plan.push(Step::new(
             format!("give {} back to {user}", state.display()),
             || Ok(identity::lookup(&user).is_some_and(|a| !state.exists() || owned_by(&state, &a))),

@@ -4,13 +4,16 @@ use clap::{Args, Parser, Subcommand};
 use crate::paths::Paths;
 
 mod add;
+mod apply;
 mod audit;
 mod backup;
 mod doctor;
 mod exec;
+mod export;
 mod lifecycle;
 mod list;
 mod logs;
+mod metrics;
 mod proxy;
 mod remove;
 mod restore;
@@ -56,6 +59,12 @@ pub enum Command {
     Stop(lifecycle::Target),
     /// Restart tenants' gateways and wait until they are ready.
     Restart(lifecycle::Target),
+    /// Converge the host to a TOML file of tenants (add, update limits live, --prune removes).
+    Apply(apply::ApplyArgs),
+    /// Print this host's tenants as a file `ocusers apply` takes (no secret values).
+    Export(JsonArg),
+    /// Prometheus metrics of every tenant and the host's committed memory.
+    Metrics(metrics::MetricsArgs),
     /// Install and list OpenClaw runtimes (Node + the openclaw package).
     #[command(subcommand)]
     Runtime(runtime::RuntimeCommand),
@@ -109,6 +118,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(t) => lifecycle::run(&paths, lifecycle::Action::Stop, t),
         Command::Restart(t) => lifecycle::run(&paths, lifecycle::Action::Restart, t),
         Command::Runtime(cmd) => runtime::run(&paths, cmd),
+        Command::Apply(args) => apply::run(&paths, args),
+        Command::Export(args) => export::run(&paths, args),
+        Command::Metrics(args) => metrics::run(&paths, args),
         Command::Proxy(cmd) => proxy::run(&paths, cmd),
         Command::Audit(args) => audit::run(&paths, args),
         Command::AuditProbe(args) => std::process::exit(crate::audit::probe::run_probe(&args)),

@@ -39,8 +39,7 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     let sd = DbusSystemd::connect()?;
     let user = paths::user_name(&name);
     let unit = paths::unit_name(&name);
-    // The user is ours only if its home is the tenant's state directory.
-    let account = identity::lookup(&user).filter(|a| a.home == paths::home_dir(&name));
+    let account = our_account(&name);
     let registered = tenant::load(paths, &name)?.is_some();
     let leftovers = account.is_some()
         || fsutil::exists(&paths.secrets_file(&name))
@@ -53,36 +52,15 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
         .into());
     }
 
-    let archive = (!args.purge).then(|| {
-        paths.archive_dir().join(format!(
-            "{name}-{}.tar.gz",
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now())
-                .to_string()
-                .replace(':', "")
-        ))
-    });
+    let archive = (!args.purge).then(|| archive_path(paths, &name));
     let cfg = HostConfig::load(paths)?;
     let others: Vec<tenant::Record> = tenant::list(paths)?
         .into_iter()
         .filter(|r| r.name != name)
         .collect();
     let had_domains = tenant::load(paths, &name)?.is_some_and(|r| !r.domains.is_empty());
-    let mut plan = Plan::new(name.as_str(), "remove");
-    // The public routes go first: while they exist, the tenant is whole.
-    plan.push(crate::proxy::route_removal_step(paths, &sd, &name));
-    if cfg.proxy.enabled() && had_domains {
-        cfg.proxy.check_installed()?;
-        for step in crate::proxy::global_steps(
-            paths,
-            &cfg.proxy,
-            &sd,
-            &crate::proxy::extra_domains(&others),
-        ) {
-            plan.push(step);
-        }
-    }
-    add_steps(
-        &mut plan,
+    let extra_after = had_domains.then(|| crate::proxy::extra_domains(&others));
+    let plan = plan(
         paths,
         &cfg,
         &sd,
@@ -91,7 +69,8 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
         account,
         &unit,
         archive.clone(),
-    );
+        extra_after.as_deref(),
+    )?;
     if args.dry_run {
         println!("plan for `ocusers remove {name}`:");
         print!("{}", plan.describe()?);
@@ -106,6 +85,50 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
         None => println!("  state deleted (--purge)"),
     }
     Ok(())
+}
+
+/// Where `remove` archives the tenant's state: a new name each time.
+pub(crate) fn archive_path(paths: &Paths, name: &TenantName) -> PathBuf {
+    paths.archive_dir().join(format!(
+        "{name}-{}.tar.gz",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', "")
+    ))
+}
+
+/// The tenant's user, if it is ours (its home is the tenant's state directory).
+pub(crate) fn our_account(name: &TenantName) -> Option<identity::Account> {
+    identity::lookup(&paths::user_name(name)).filter(|a| a.home == paths::home_dir(name))
+}
+
+/// The remove plan: the public routes go first (while they exist, the
+/// tenant is whole); with `extra_after` (the tenant had extra domains) the
+/// proxy's include is rewritten with the others' extra domains; then the
+/// tenant itself. `ocusers apply --prune` runs it for each pruned tenant.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan<'a>(
+    p: &'a Paths,
+    cfg: &'a HostConfig,
+    sd: &'a dyn Systemd,
+    name: &'a TenantName,
+    user: &'a str,
+    account: Option<identity::Account>,
+    unit: &'a str,
+    archive: Option<PathBuf>,
+    extra_after: Option<&[String]>,
+) -> Result<Plan<'a>> {
+    let proxy = &cfg.proxy;
+    let mut plan = Plan::new(name.as_str(), "remove");
+    plan.push(crate::proxy::route_removal_step(p, sd, name));
+    if let Some(extra) = extra_after.filter(|_| proxy.enabled()) {
+        proxy.check_installed()?;
+        for step in crate::proxy::global_steps(p, proxy, sd, extra) {
+            plan.push(step);
+        }
+    }
+    add_steps(&mut plan, p, cfg, sd, name, user, account, unit, archive);
+    Ok(plan)
 }
 
 #[allow(clippy::too_many_arguments)]

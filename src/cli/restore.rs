@@ -117,6 +117,7 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
         runtime: runtime_version,
         created: m.record.created.clone(),
         domains: restored_domains(&cfg, &name, &m.record.domains, &others),
+        limits: m.record.limits.clone(),
     };
     // Every tenant's extra domains, the restored one's included: the proxy
     // routes them as `add` would.
@@ -129,6 +130,8 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
         sd: &sd,
         record: &record,
         tier: &tier,
+        limits: record.limits.apply(tier.limits).unwrap_or(tier.limits),
+        secrets: &[],
         user: &user,
         unit: paths::unit_name(&name),
         proxy: &cfg.proxy,
@@ -141,7 +144,7 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
     let old_port = m.record.port;
     let new_name = &name;
     let env_path = paths.secrets_file(&name);
-    let mut plan = ctx.plan(false);
+    let mut plan = ctx.plan(super::add::Start::No, false);
     plan.push(Step::new(
         format!(
             "unpack the state in {} into {}",

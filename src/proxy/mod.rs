@@ -426,6 +426,7 @@ mod tests {
             runtime: "1".into(),
             created: "now".into(),
             domains: domains.iter().map(|d| d.to_string()).collect(),
+            limits: Default::default(),
         }
     }
 

@@ -350,6 +350,17 @@ impl Container {
     /// `binds`: (host path, container path, read_only). The shared npm cache is always bound at
     /// `/root/.npm`. Paths must not contain `:`.
     pub fn boot(base: &Path, binds: &[(PathBuf, String, bool)]) -> Result<Container, String> {
+        Container::boot_with(base, binds, false)
+    }
+
+    /// Like [`Container::boot`], with `private_network` a network namespace
+    /// of its own (only loopback): ports inside collide with nothing on the
+    /// host, and nothing inside reaches out.
+    pub fn boot_with(
+        base: &Path,
+        binds: &[(PathBuf, String, bool)],
+        private_network: bool,
+    ) -> Result<Container, String> {
         require_prerequisites()?;
         if !base.join("usr/lib/systemd/systemd").exists() {
             return Err(format!(
@@ -448,6 +459,7 @@ impl Container {
             .arg("--directory")
             .arg(&container.root)
             .args(&bind_args)
+            .args(private_network.then_some("--private-network"))
             .env_clear()
             .env("PATH", PATH_ENV)
             .env("LANG", "C.UTF-8")

@@ -9,7 +9,10 @@
 mod container;
 mod day2;
 mod isolation;
+mod many;
 mod proxy;
+#[path = "../support/stub_runtime.rs"]
+mod stub_runtime;
 mod tenants;
 
 use std::sync::Arc;
@@ -76,6 +79,12 @@ const TRIALS: &[(&str, Check)] = &[
     ),
     ("proxy_nginx", proxy::proxy_nginx),
     ("isolation_on_debian12", isolation::isolation_on_debian12),
+    ("capacity_guard_refuses", many::capacity_guard_refuses),
+    ("metrics_match_systemd", many::metrics_match_systemd),
+    (
+        "apply_converges_and_prunes",
+        many::apply_converges_and_prunes,
+    ),
 ];
 
 fn main() {

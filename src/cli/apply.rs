@@ -1,0 +1,323 @@
+//! `ocusers apply FILE [--prune] [--dry-run]`: converge the host to a file of
+//! tenants (see [`crate::manifest`]). Each tenant in the file gets the add
+//! plan (src/cli/add.rs), which creates a missing tenant and, for an
+//! existing one, updates its registry entry, env file and limits (live, over
+//! D-Bus) and restarts a running gateway whose environment changed. Tenants
+//! on the host but not in the file are reported, and removed with the remove
+//! plan only with `--prune`. The whole plan is printed first; a second run
+//! has nothing to do.
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::add::{self, Ctx, Start};
+use super::remove;
+use crate::capacity;
+use crate::config::HostConfig;
+use crate::error::Error;
+use crate::identity::Account;
+use crate::lock::HostLock;
+use crate::manifest::{Desired, Manifest};
+use crate::paths::{self, Paths};
+use crate::plan::Plan;
+use crate::ports;
+use crate::privilege;
+use crate::proxy;
+use crate::runtime;
+use crate::status::human_bytes;
+use crate::systemd::{DbusSystemd, Systemd};
+use crate::tenant::{self, Record, TenantName};
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// TOML file of tenants: one [tenants.NAME] table each (see `man ocusers-apply`).
+    pub file: PathBuf,
+    /// Remove tenants that are on this host but not in FILE (state archived).
+    #[arg(long)]
+    pub prune: bool,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Create new tenants without starting their gateways, and start or restart no gateway.
+    #[arg(long)]
+    pub no_start: bool,
+    /// Start gateways but do not wait until they answer /readyz.
+    #[arg(long, conflicts_with = "no_start")]
+    pub no_wait: bool,
+    /// Apply even when the tenants' memory limits would exceed the capacity guard.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Marks a planned step found done when apply reached it.
+const ALREADY_DONE: &str = "(already done when reached)";
+
+/// What happens to one tenant.
+enum Change {
+    Add,
+    Update(Vec<String>),
+    Converge,
+}
+
+struct Removal {
+    name: TenantName,
+    user: String,
+    unit: String,
+    account: Option<Account>,
+    archive: PathBuf,
+}
+
+pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
+    let cfg = HostConfig::load(paths)?;
+    let manifest = Manifest::load(&args.file)?;
+    // The file is checked (and its secrets read) before root and the lock.
+    manifest.resolve(&args.file, paths, &cfg.tenants.default_tier)?;
+    privilege::require_root("apply")?;
+    let _lock = HostLock::acquire(paths)?;
+    let desired = manifest.resolve(&args.file, paths, &cfg.tenants.default_tier)?;
+    let file = args.file.display().to_string();
+
+    let existing = tenant::list(paths)?;
+    let wanted: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
+    let (kept, pruned): (Vec<&Record>, Vec<&Record>) = existing
+        .iter()
+        .filter(|r| !wanted.contains(r.name.as_str()))
+        .partition(|_| !args.prune);
+
+    // Registry entries as they will be; new tenants get ports one after
+    // another from the pool (every current block counts as taken).
+    let mut taken: Vec<Record> = existing.clone();
+    let live = ports::live_listeners(paths.root())?;
+    let mut records = Vec::new();
+    let mut changes = Vec::new();
+    for d in &desired {
+        let old = existing.iter().find(|r| r.name == d.name);
+        let record = match old {
+            Some(r) => Record {
+                tier: d.tier.name.clone(),
+                domains: d.domains.clone(),
+                limits: d.overrides.clone(),
+                ..r.clone()
+            },
+            None => {
+                let version = runtime::default_version(paths).ok_or(Error::NoRuntime)?;
+                if runtime::read_marker(&paths.runtime_dir(&version)).is_none() {
+                    return Err(Error::RuntimeMissing { version }.into());
+                }
+                let port = ports::allocate(&cfg.ports, &taken, &live)?;
+                let r = Record {
+                    name: d.name.clone(),
+                    port,
+                    block: cfg.ports.block,
+                    tier: d.tier.name.clone(),
+                    runtime: version,
+                    created: runtime::now_rfc3339(),
+                    domains: d.domains.clone(),
+                    limits: d.overrides.clone(),
+                };
+                taken.push(r.clone());
+                r
+            }
+        };
+        add::check_identity(&d.name, &paths::user_name(&d.name), old.is_some())?;
+        changes.push(match old {
+            None => Change::Add,
+            Some(o) => {
+                let diff = differences(o, &record);
+                if diff.is_empty() {
+                    Change::Converge
+                } else {
+                    Change::Update(diff)
+                }
+            }
+        });
+        records.push(record);
+    }
+
+    // Capacity: only a change that raises the total is refused.
+    let mut after = records.clone();
+    after.extend(kept.iter().map(|r| (*r).clone()));
+    let before = capacity::committed(paths, &existing)?;
+    let total = capacity::committed(paths, &after)?;
+    if total > before {
+        capacity::check(
+            &cfg.capacity,
+            capacity::host_ram(paths)?,
+            total,
+            &format!("`ocusers apply {file}`"),
+            args.force,
+        )?;
+    }
+
+    // Extra domains: well-formed and nobody else's, against the host as it
+    // will be; the proxy's include lists them all.
+    let final_records: Vec<Record> = after.clone();
+    for r in &records {
+        proxy::check_extra_domains(&cfg.proxy, &r.name, &r.domains, &final_records)?;
+    }
+    if cfg.proxy.enabled() {
+        cfg.proxy.check_installed()?;
+    }
+    let extra_domains = proxy::extra_domains(&final_records);
+
+    let sd = DbusSystemd::connect()?;
+    let users: Vec<String> = desired.iter().map(|d| paths::user_name(&d.name)).collect();
+    let start = match (args.no_start, args.no_wait) {
+        (true, _) => Start::No,
+        (false, true) => Start::NoWait,
+        (false, false) => Start::Wait,
+    };
+    let ctxs: Vec<Ctx> = desired
+        .iter()
+        .zip(&records)
+        .zip(&users)
+        .map(|((d, record), user): ((&Desired, &Record), &String)| Ctx {
+            paths,
+            cfg: &cfg,
+            sd: &sd as &dyn Systemd,
+            record,
+            tier: &d.tier,
+            limits: d.limits,
+            secrets: &d.secrets,
+            user,
+            unit: paths::unit_name(&d.name),
+            proxy: &cfg.proxy,
+            extra_domains: extra_domains.clone(),
+            ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
+        })
+        .collect();
+    let removals: Vec<Removal> = pruned
+        .iter()
+        .map(|r| Removal {
+            name: r.name.clone(),
+            user: paths::user_name(&r.name),
+            unit: paths::unit_name(&r.name),
+            account: remove::our_account(&r.name),
+            archive: remove::archive_path(paths, &r.name),
+        })
+        .collect();
+
+    // Removals first (they free ports and memory), then the file's tenants.
+    let mut plans: Vec<(String, String, Plan)> = Vec::new();
+    for r in &removals {
+        // The include is rewritten once, by the file's tenants' plans,
+        // with the extra domains as they will be.
+        let plan = remove::plan(
+            paths,
+            &cfg,
+            &sd,
+            &r.name,
+            &r.user,
+            r.account.clone(),
+            &r.unit,
+            Some(r.archive.clone()),
+            None,
+        )?;
+        plans.push((r.name.to_string(), "remove (--prune)".into(), plan));
+    }
+    for ((ctx, change), d) in ctxs.iter().zip(&changes).zip(&desired) {
+        let label = match change {
+            Change::Add => format!(
+                "add (tier {}, port {}, MemoryMax {})",
+                d.tier.name,
+                ctx.record.port,
+                human_bytes(Some(d.limits.memory_max))
+            ),
+            Change::Update(diff) => format!("update ({})", diff.join("; ")),
+            Change::Converge => "converge (drift from the file)".into(),
+        };
+        plans.push((d.name.to_string(), label, ctx.plan(start, true)));
+    }
+
+    let mut todo = Vec::new();
+    for (name, label, plan) in &plans {
+        let steps = plan.todo()?;
+        if !steps.is_empty() {
+            todo.push((name.clone(), label.clone(), steps));
+        }
+    }
+    if todo.is_empty() {
+        println!(
+            "nothing to do: the host matches {file} ({} tenants)",
+            desired.len()
+        );
+        print_kept(&kept, &file);
+        return Ok(());
+    }
+    println!("plan for `ocusers apply {file}`:");
+    for (name, label, steps) in &todo {
+        println!("{name}: {label}");
+        for s in steps {
+            println!("  - {s}");
+        }
+    }
+    print_kept(&kept, &file);
+    if args.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+
+    println!("applying:");
+    let mut applied = 0;
+    let mut tenants = 0;
+    for (name, _, plan) in plans {
+        let planned: Vec<String> = todo
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, steps)| steps.clone())
+            .unwrap_or_default();
+        let outcome = plan.apply().map_err(|e| {
+            e.context(format!(
+                "apply stopped at tenant {name} after {tenants} tenants; re-run `ocusers apply {file}` to finish"
+            ))
+        })?;
+        if outcome.changed() {
+            tenants += 1;
+        }
+        for s in &outcome.applied {
+            println!("  {name}: {s}");
+            applied += 1;
+        }
+        // A planned step can be done by the time it is reached (a fast
+        // gateway answers /readyz before the wait begins): say so.
+        for s in planned.iter().filter(|s| outcome.already_done.contains(s)) {
+            println!("  {name}: {s} {ALREADY_DONE}");
+        }
+    }
+    println!("applied {applied} steps to {tenants} tenants");
+    if args.no_start {
+        println!("gateways were not started or restarted (--no-start)");
+    }
+    Ok(())
+}
+
+fn print_kept(kept: &[&Record], file: &str) {
+    for r in kept {
+        println!(
+            "{}: on this host but not in {file}: kept (--prune removes it)",
+            r.name
+        );
+    }
+}
+
+/// What differs between a tenant's registry entry and the file's.
+fn differences(old: &Record, new: &Record) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.tier != new.tier {
+        out.push(format!("tier {} -> {}", old.tier, new.tier));
+    }
+    if old.limits != new.limits {
+        out.push("limit overrides changed".into());
+    }
+    if old.domains != new.domains {
+        out.push(format!(
+            "domains [{}] -> [{}]",
+            old.domains.join(", "),
+            new.domains.join(", ")
+        ));
+    }
+    out
+}

@@ -1,0 +1,47 @@
+//! `ocusers metrics [--textfile PATH]`
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::capacity;
+use crate::config::HostConfig;
+use crate::fsutil;
+use crate::metrics::{self, Host};
+use crate::paths::Paths;
+use crate::status;
+use crate::tenant;
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Write the metrics atomically to this file (for node_exporter's textfile
+    /// collector, e.g. /var/lib/prometheus/node-exporter/ocusers.prom) instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<PathBuf>,
+}
+
+pub fn run(paths: &Paths, args: MetricsArgs) -> Result<()> {
+    let cfg = HostConfig::load(paths)?;
+    let records = tenant::list(paths)?;
+    let statuses = status::collect_all(&records)?;
+    let text = metrics::render(
+        &statuses,
+        Host {
+            ram: capacity::host_ram(paths)?,
+            overcommit: cfg.capacity.overcommit,
+        },
+    );
+    match args.textfile {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                fsutil::ensure_dir(dir, 0o755)?;
+            }
+            // node_exporter reads the file as its own user: 0644.
+            fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+        }
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
