@@ -315,7 +315,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__audit)
-            opts="-v -h --json --verbose --help"
+            opts="-v -h --json --no-openclaw --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -109,6 +109,7 @@ complete -c ocusers -n "__fish_ocusers_using_subcommand proxy; and __fish_seen_s
 complete -c ocusers -n "__fish_ocusers_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the include ocusers would write and the routes of every host name'
 complete -c ocusers -n "__fish_ocusers_using_subcommand proxy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand audit" -l json -d 'Print JSON (shape documented in README.md, "Audit")'
+complete -c ocusers -n "__fish_ocusers_using_subcommand audit" -l no-openclaw -d 'Skip `openclaw security audit` inside each running tenant\'s sandbox (a few seconds per tenant)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand audit" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand audit" -s h -l help -d 'Print help'
 complete -c ocusers -n "__fish_ocusers_using_subcommand audit-probe" -s v -l verbose -d 'More log output on stderr (repeat for more)'
