@@ -347,8 +347,11 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
         .unwrap_or_else(|_| "[ports]\nstart = 20000\n".into());
     std::fs::create_dir_all(c2.root().join("etc/ocusers")).map_err(|e| e.to_string())?;
     std::fs::write(c2.root().join("etc/ocusers/ocusers.toml"), pool).map_err(|e| e.to_string())?;
+    // Caddy comes with the .deb (Recommends): masked, as in the first
+    // container, so it does not take port 80 of the shared network namespace.
     c2.sh_ok(
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y /mnt/backups/ocusers_*.deb >/tmp/apt.log 2>&1 || { tail -30 /tmp/apt.log; exit 1; }",
+        "systemctl mask caddy.service >/dev/null 2>&1; \
+         DEBIAN_FRONTEND=noninteractive apt-get install -y /mnt/backups/ocusers_*.deb >/tmp/apt.log 2>&1 || { tail -30 /tmp/apt.log; exit 1; }",
     )?;
     check(
         "runtime install (fresh host)",
@@ -360,7 +363,11 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
     let out = check(
         "restore (fresh host)",
         c2.sh("ocusers restore /mnt/backups/alice.tar.gz"),
-    )?;
+    )
+    .map_err(|e| {
+        let journal = c2.sh("journalctl -u openclaw@alice -n 25 --no-pager -o cat; grep -n port /var/lib/openclaw/alice/openclaw.json");
+        format!("{e}\n--- fresh host's journal of alice ---\n{}", describe(&journal))
+    })?;
     fx.figure(
         "fresh container: boot, apt install, runtime install, restore to ready",
         format!("{:.1} s", t.elapsed().as_secs_f64()),
@@ -773,6 +780,9 @@ pub fn doctor_and_repair(fx: &Fixture) -> R {
     doctor_fails("gina: a user, secrets file or state directory without a registry entry")?;
     fx.ocusers_ok("remove gina --purge")?;
     fx.ocusers_ok("runtime prune")?;
+    // The day-2 trials leave the tenants as they found them: alice and
+    // bob-smith (exec_as_tenant brought bob back).
+    fx.ocusers_ok("remove bob --purge")?;
     let out = fx.ocusers("doctor");
     ensure(out.status.success(), || {
         format!("doctor at the end: {}", describe(&out))

@@ -193,10 +193,14 @@ fn connections_to(fx: &Fixture, port: u16) -> Result<Vec<String>, String> {
 }
 
 /// The follower's own TCP connections to Caddy, by local address: the
-/// client side of its WebSocket, which any drop by Caddy closes.
+/// client side of its WebSocket, which any drop by Caddy closes. The CLI
+/// respawns itself as a child process, so this takes every process of the
+/// follower's session.
 fn follower_connections(fx: &Fixture) -> Result<Vec<String>, String> {
     let out = fx.sh(&format!(
-        "ss -Htnp state established '( dport = :{CADDY_HTTPS} )' | grep \"pid=$(cat /tmp/follow.pid),\" | awk '{{print $3}}' | sort; true"
+        "sid=$(ps -o sid= -p $(cat /tmp/follow.pid) | tr -d ' '); \
+         pids=$(pgrep -s \"$sid\" | sed 's/.*/pid=&,/' | paste -sd'|'); \
+         [ -n \"$pids\" ] && ss -Htnp state established '( dport = :{CADDY_HTTPS} )' | grep -E \"$pids\" | awk '{{print $3}}' | sort; true"
     ))?;
     Ok(out.lines().map(str::to_string).collect())
 }
