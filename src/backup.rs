@@ -157,6 +157,25 @@ fn is_sqlite(path: &Path) -> bool {
         && &buf == SQLITE_MAGIC
 }
 
+/// Empty OpenClaw's `state_leases` table in a snapshot. A lease belongs to
+/// the live process that holds it (the running gateway's owner lease above
+/// all): in a copy it makes the restored gateway refuse to start ("Another
+/// Gateway owner lease is still active for this state directory") until it
+/// expires, five minutes after the backup, on any host where the recorded
+/// owner cannot be proven dead. Returns the rows removed.
+fn drop_leases(db: &Path) -> Result<usize> {
+    let conn = rusqlite::Connection::open(db)?;
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'state_leases'",
+        [],
+        |r| r.get(0),
+    )?;
+    if tables == 0 {
+        return Ok(0);
+    }
+    Ok(conn.execute("DELETE FROM state_leases", [])?)
+}
+
 /// A consistent copy of a live SQLite database, through SQLite.
 fn sqlite_snapshot(db: &Path, staging: &Path) -> Result<Vec<u8>> {
     let out = staging.join("snapshot.sqlite");
@@ -175,6 +194,8 @@ fn sqlite_snapshot(db: &Path, staging: &Path) -> Result<Vec<u8>> {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.execute("VACUUM INTO ?1", [out.to_string_lossy()])?;
+        drop(conn);
+        drop_leases(&out)?;
         Ok(())
     })();
     if let Ok(meta) = fs::metadata(db) {
@@ -520,6 +541,38 @@ pub fn extract_state(archive: &Path, dest: &Path, owner: &Account) -> Result<usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_carry_no_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("openclaw.sqlite");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE state_leases (scope TEXT NOT NULL, lease_key TEXT NOT NULL, owner TEXT NOT NULL,
+               expires_at INTEGER, heartbeat_at INTEGER, payload_json TEXT, created_at INTEGER NOT NULL,
+               updated_at INTEGER NOT NULL, PRIMARY KEY (scope, lease_key)) STRICT;
+             INSERT INTO state_leases VALUES ('gateway-owner', 'global', 'x', 99999999999999, 0, '{}', 0, 0);
+             CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('note');",
+        )
+        .unwrap();
+        let staging = dir.path().join("staging");
+        fs::create_dir(&staging).unwrap();
+        let bytes = sqlite_snapshot(&db, &staging).unwrap();
+        let copy = dir.path().join("copy.sqlite");
+        fs::write(&copy, bytes).unwrap();
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        let leases: i64 = c
+            .query_row("SELECT count(*) FROM state_leases", [], |r| r.get(0))
+            .unwrap();
+        let kept: String = c.query_row("SELECT v FROM kept", [], |r| r.get(0)).unwrap();
+        assert_eq!((leases, kept.as_str()), (0, "note"));
+        // The live database keeps its lease.
+        let live: i64 = conn
+            .query_row("SELECT count(*) FROM state_leases", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(live, 1);
+    }
     use crate::tenant::TenantName;
 
     fn record() -> Record {
