@@ -345,6 +345,34 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
+    /// The context that re-creates an existing tenant from its record
+    /// (`restore`, `repair`): its tier's limits with the record's overrides
+    /// (the tier's alone if they no longer apply), no new secrets.
+    pub(crate) fn for_record(
+        paths: &'a Paths,
+        cfg: &'a HostConfig,
+        sd: &'a dyn Systemd,
+        record: &'a Record,
+        tier: &'a Tier,
+        user: &'a str,
+        extra_domains: Vec<String>,
+    ) -> Ctx<'a> {
+        Ctx {
+            paths,
+            cfg,
+            sd,
+            record,
+            tier,
+            limits: record.limits.apply(tier.limits).unwrap_or(tier.limits),
+            secrets: &[],
+            user,
+            unit: paths::unit_name(&record.name),
+            proxy: &cfg.proxy,
+            extra_domains,
+            ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
+        }
+    }
+
     fn account(&self) -> Result<Account> {
         identity::lookup(self.user)
             .ok_or_else(|| anyhow::anyhow!("user {} does not exist", self.user))

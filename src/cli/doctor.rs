@@ -1,7 +1,6 @@
 //! `ocusers doctor [--json]` and `ocusers repair [--remove-orphans]`.
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -137,20 +136,15 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
         }
         let tier = Tier::load(paths, &r.tier)?;
         let user = paths::user_name(&r.name);
-        let ctx = Ctx {
+        let ctx = Ctx::for_record(
             paths,
-            cfg: &cfg,
-            sd: &sd,
-            record: r,
-            tier: &tier,
-            limits: r.limits.apply(tier.limits).unwrap_or(tier.limits),
-            secrets: &[],
-            user: &user,
-            unit: unit.clone(),
-            proxy: &cfg.proxy,
-            extra_domains: crate::proxy::extra_domains(&records),
-            ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
-        };
+            &cfg,
+            &sd,
+            r,
+            &tier,
+            &user,
+            crate::proxy::extra_domains(&records),
+        );
         let state = paths.state_dir(&r.name);
         let mut plan = ctx.plan(super::add::Start::No, false);
         plan.push(Step::new(

@@ -6,7 +6,6 @@
 //! rolls everything back. The port is the archived one if it is free here,
 //! else the next free block; the gateway token is new unless --keep-token.
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -124,20 +123,7 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
     let mut extra_domains = proxy::extra_domains(&others);
     extra_domains.extend(record.domains.iter().cloned());
     let sd = DbusSystemd::connect()?;
-    let ctx = Ctx {
-        paths,
-        cfg: &cfg,
-        sd: &sd,
-        record: &record,
-        tier: &tier,
-        limits: record.limits.apply(tier.limits).unwrap_or(tier.limits),
-        secrets: &[],
-        user: &user,
-        unit: paths::unit_name(&name),
-        proxy: &cfg.proxy,
-        extra_domains,
-        ready_timeout: Duration::from_secs(cfg.tenants.ready_timeout),
-    };
+    let ctx = Ctx::for_record(paths, &cfg, &sd, &record, &tier, &user, extra_domains);
     let state = paths.state_dir(&name);
     let archive = &args.file;
     let old_name = m.record.name.clone();
