@@ -194,12 +194,13 @@ fn connections_to(fx: &Fixture, port: u16) -> Result<Vec<String>, String> {
 
 /// The follower's own TCP connections to Caddy, by local address: the
 /// client side of its WebSocket, which any drop by Caddy closes. The CLI
-/// respawns itself as a child process, so this takes every process of the
-/// follower's session.
+/// respawns itself as a detached child (a session of its own) that holds the
+/// socket, so this takes every descendant of the follower's process.
 fn follower_connections(fx: &Fixture) -> Result<Vec<String>, String> {
     let out = fx.sh(&format!(
-        "sid=$(ps -o sid= -p $(cat /tmp/follow.pid) | tr -d ' '); \
-         pids=$(pgrep -s \"$sid\" | sed 's/.*/pid=&,/' | paste -sd'|'); \
+        "pids=$(ps -eo pid=,ppid= | awk -v root=$(cat /tmp/follow.pid) \
+           '{{p[$1]=$2}} END {{for (x in p) {{y=x; while ((y in p) && y!=root && y>1) y=p[y]; if (y==root) print x}}}}' \
+           | sed 's/.*/pid=&,/' | paste -sd'|'); \
          [ -n \"$pids\" ] && ss -Htnp state established '( dport = :{CADDY_HTTPS} )' | grep -E \"$pids\" | awk '{{print $3}}' | sort; true"
     ))?;
     Ok(out.lines().map(str::to_string).collect())
@@ -327,7 +328,10 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
     let before = connections_to(fx, alice_port)?;
     let client_before = follower_connections(fx)?;
     ensure(!client_before.is_empty(), || {
-        "the follower has no connection to Caddy".into()
+        let seen = fx.sh(&format!(
+            "cat /tmp/follow.pid; ss -Htnp state established '( dport = :{CADDY_HTTPS} )'; ps -eo pid,ppid,sid,args | grep -v grep | grep -i openclaw"
+        ));
+        format!("the follower has no connection to Caddy: {seen:?}")
     })?;
     let pid = caddy_pid(fx)?;
 
