@@ -555,7 +555,14 @@ impl<'a> Ctx<'a> {
                     p.firewall_file().display(),
                     crate::firewall::TABLE
                 ),
-                move || crate::firewall::is_current(p, cfg, None),
+                // The rules are made from the registry: before this tenant's
+                // record is written (a dry run, the plan `apply` prints) they
+                // cannot include it yet, whatever the file says now.
+                move || {
+                    Ok(cfg.isolation.firewall == crate::config::FirewallMode::Off
+                        || (tenant::load(p, name)?.is_some()
+                            && crate::firewall::is_current(p, cfg, None)?))
+                },
                 move || crate::firewall::sync(p, cfg, None),
             )
             .revert(move || crate::firewall::sync(p, cfg, Some(name))),
