@@ -601,6 +601,17 @@ fn second_host_reproduces(fx: &Fixture) -> R {
     let base = crate::container::ensure_base_root()?;
     let dir = deb.parent().unwrap().to_path_buf();
     let h2 = Container::boot_with(&base, &[(dir, "/mnt/deb".into(), true)], true)?;
+    // The second host has a network of its own, without the package mirror:
+    // the packages the .deb depends on (nftables) come from the first host's
+    // apt cache, where apt finds them as if downloaded.
+    let cache = "var/cache/apt/archives";
+    for entry in std::fs::read_dir(fx.c.root().join(cache)).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let to = h2.root().join(cache).join(entry.file_name());
+        if entry.file_name().to_string_lossy().ends_with(".deb") && !to.exists() {
+            std::fs::copy(entry.path(), &to).map_err(|e| format!("copying {to:?}: {e}"))?;
+        }
+    }
     ok(
         &h2,
         "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/deb/ocusers_*.deb >/tmp/apt.log 2>&1 || { tail -30 /tmp/apt.log; exit 1; }",

@@ -192,22 +192,29 @@ fn connections_to(fx: &Fixture, port: u16) -> Result<Vec<String>, String> {
     Ok(out.lines().map(str::to_string).collect())
 }
 
+/// Shell: the pids of the follower and all its descendants (the OpenClaw CLI
+/// respawns itself as a detached child, in a session of its own), one a line.
+const FOLLOWER_PIDS: &str = "ps -eo pid=,ppid= | awk -v root=$(cat /tmp/follow.pid 2>/dev/null || echo 0) '{p[$1]=$2} END {for (x in p) {y=x; while ((y in p) && y!=root && y>1) y=p[y]; if (y==root) print x}}'";
+
+/// Shell: stop the follower and everything it started.
+fn stop_follower(fx: &Fixture) {
+    let _ = fx.sh(&format!("kill $({FOLLOWER_PIDS}) 2>/dev/null; true"));
+}
+
 /// The follower's own TCP connections to Caddy, by local address: the
 /// client side of its WebSocket, which any drop by Caddy closes. The CLI
 /// respawns itself as a detached child (a session of its own) that holds the
 /// socket, so this takes every descendant of the follower's process.
 fn follower_connections(fx: &Fixture) -> Result<Vec<String>, String> {
     let out = fx.sh(&format!(
-        "pids=$(ps -eo pid=,ppid= | awk -v root=$(cat /tmp/follow.pid) \
-           '{{p[$1]=$2}} END {{for (x in p) {{y=x; while ((y in p) && y!=root && y>1) y=p[y]; if (y==root) print x}}}}' \
-           | sed 's/.*/pid=&,/' | paste -sd'|'); \
+        "pids=$({FOLLOWER_PIDS} | sed 's/.*/pid=&,/' | paste -sd'|'); \
          [ -n \"$pids\" ] && ss -Htnp state established '( dport = :{CADDY_HTTPS} )' | grep -E \"$pids\" | awk '{{print $3}}' | sort; true"
     ))?;
     Ok(out.lines().map(str::to_string).collect())
 }
 
-/// Acceptance 3: a WebSocket through Caddy to alice (the real CLI following
-/// alice's logs) stays up, on the same connection, while tenant dave is
+/// Acceptance 3: a WebSocket through Caddy to alice (the real CLI's ACP
+/// bridge, a persistent gateway client) stays up, on the same connection, while tenant dave is
 /// added and removed; a restart of Caddy, by contrast, is seen to drop it.
 pub fn proxy_add_remove_keeps_websockets(fx: &Fixture) -> R {
     let alice_port = fx.port("alice")?;
@@ -221,8 +228,13 @@ pub fn proxy_add_remove_keeps_websockets(fx: &Fixture) -> R {
     loop {
         start_follower(fx, &token)?;
         match follower_outcome(fx)? {
-            Outcome::Streaming => break,
+            Outcome::Connected => break,
             Outcome::Pairing(id) if approvals.len() < 3 => {
+                let id = if id.is_empty() {
+                    pending_request(fx, alice_port, &token)?
+                } else {
+                    id
+                };
                 let out = approve_pairing(fx, &id, alice_port, &token)
                     .map_err(|e| format!("approving the follower's pairing request {id}: {e}"))?;
                 approvals.push(format!("{id}: {}", out.trim()));
@@ -242,32 +254,30 @@ pub fn proxy_add_remove_keeps_websockets(fx: &Fixture) -> R {
         }
     }
     let result = keeps_websockets(fx, alice_port);
-    let _ = fx.sh("kill $(cat /tmp/follow.pid) 2>/dev/null; true");
+    stop_follower(fx);
     result
 }
 
 const RUNTIME_BIN: &str = "/var/lib/ocusers/runtimes/default/node_modules/.bin";
 
 enum Outcome {
-    /// Connected: log lines arrive on its stdout.
-    Streaming,
+    /// Connected: it holds one WebSocket to alice through Caddy.
+    Connected,
     /// Refused with "pairing required"; the pending request's id.
     Pairing(String),
 }
 
-/// Wait until the follower either streams alice's logs or has been refused
-/// for pairing (it exits then). Anything else is a failure with its stderr.
+/// Wait until the follower either holds its WebSocket to Caddy (the same
+/// connection on two looks a second apart) or has been refused for pairing
+/// (it exits then). Anything else is a failure with its stderr.
 fn follower_outcome(fx: &Fixture) -> Result<Outcome, String> {
     let mut outcome = None;
     let mut last_err = String::new();
+    let mut last_conns: Vec<String> = Vec::new();
     wait_for(
-        "the log follower to stream or ask for pairing",
+        "the follower to connect or ask for pairing",
         Duration::from_secs(120),
         || {
-            if fx.sh("test -s /tmp/follow.out").is_ok() {
-                outcome = Some(Outcome::Streaming);
-                return Ok(true);
-            }
             last_err = fx.sh("cat /tmp/follow.err")?;
             if let Some(r) = last_err.split("requestId: ").nth(1) {
                 let id: String = r
@@ -277,9 +287,25 @@ fn follower_outcome(fx: &Fixture) -> Result<Outcome, String> {
                 outcome = Some(Outcome::Pairing(id));
                 return Ok(true);
             }
-            if fx.sh("kill -0 $(cat /tmp/follow.pid)").is_err() {
-                return Err(format!("the log follower exited: {last_err}"));
+            if last_err.to_lowercase().contains("pairing required") {
+                // Refused without the request's id in the message: the
+                // host's pending list has it.
+                outcome = Some(Outcome::Pairing(String::new()));
+                return Ok(true);
             }
+            if fx
+                .sh("pgrep -f 'bin/openclaw acp' >/dev/null && kill -0 $(cat /tmp/follow.pid)")
+                .is_err()
+            {
+                return Err(format!("the follower exited: {last_err}"));
+            }
+            let conns = follower_connections(fx)?;
+            if !conns.is_empty() && conns == last_conns {
+                outcome = Some(Outcome::Connected);
+                return Ok(true);
+            }
+            last_conns = conns;
+            std::thread::sleep(Duration::from_millis(750));
             Ok(false)
         },
     )
@@ -287,44 +313,66 @@ fn follower_outcome(fx: &Fixture) -> Result<Outcome, String> {
     Ok(outcome.expect("set when the wait succeeds"))
 }
 
+/// The newest pending pairing request, from `openclaw devices list --json`
+/// on the host (loopback, with alice's token).
+fn pending_request(fx: &Fixture, alice_port: u16, token: &str) -> Result<String, String> {
+    fx.write_token_file(token)?;
+    let out = fx.sh(&format!(
+        "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
+         timeout 120 openclaw devices list --json --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\"; \
+         rc=$?; rm -rf \"$HOME\" {TOKEN_FILE}; exit $rc"
+    ))?;
+    let json = out.find('{').map(|i| &out[i..]).unwrap_or_default();
+    let v: serde_json::Value = serde_json::Deserializer::from_str(json)
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("devices list printed no JSON: {out}"))?
+        .map_err(|e| format!("devices list: {e}: {out}"))?;
+    v["pending"]
+        .as_array()
+        .and_then(|p| p.last())
+        .and_then(|r| r["requestId"].as_str())
+        .map(str::to_string)
+        .ok_or_else(|| format!("no pending pairing request: {v}"))
+}
+
 /// `openclaw devices approve ID` on the host, over loopback with alice's
 /// token; returns its output.
 fn approve_pairing(fx: &Fixture, id: &str, alice_port: u16, token: &str) -> Result<String, String> {
+    stop_follower(fx);
     fx.write_token_file(token)?;
     fx.sh(&format!(
         "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
-         kill $(cat /tmp/follow.pid) 2>/dev/null; \
          timeout 120 openclaw devices approve {id} --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\" --json; \
          rc=$?; rm -rf \"$HOME\" {TOKEN_FILE}; exit $rc"
     ))
 }
 
-/// `openclaw logs --follow` through Caddy as alice's client, in the
-/// background, with one HOME across attempts (its device identity).
+/// The real OpenClaw CLI as alice's remote client through Caddy, holding one
+/// WebSocket: `openclaw acp` (the ACP bridge) connects at start and keeps
+/// its gateway connection while its stdin is open (a pipe from `sleep`);
+/// `openclaw logs --follow` would not do, since it polls with a new
+/// connection per second. One HOME across attempts (its device identity);
+/// the token in a root-only file, never in argv.
 fn start_follower(fx: &Fixture, token: &str) -> R {
+    stop_follower(fx);
     fx.write_token_file(token)?;
     fx.sh(&format!(
-        "mkdir -p /root/follower; : > /tmp/follow.out; : > /tmp/follow.err; \
+        "mkdir -p /root/follower && install -m 600 {TOKEN_FILE} /root/follower/token && rm -f {TOKEN_FILE}; \
+         : > /tmp/follow.out; : > /tmp/follow.err; \
          export NODE_EXTRA_CA_CERTS={CADDY_CA} HOME=/root/follower PATH={RUNTIME_BIN}:$PATH; \
-         setsid openclaw logs --follow --json --interval 1000 --url wss://alice.{DOMAIN}:{CADDY_HTTPS} \
-           --token \"$(cat {TOKEN_FILE})\" >/tmp/follow.out 2>/tmp/follow.err </dev/null & echo $! > /tmp/follow.pid; \
-         sleep 1; rm -f {TOKEN_FILE}"
+         setsid sh -c 'sleep 100000 | openclaw acp --url wss://alice.{DOMAIN}:{CADDY_HTTPS} --token-file /root/follower/token' \
+           >/tmp/follow.out 2>/tmp/follow.err </dev/null & echo $! > /tmp/follow.pid"
     ))
     .map(drop)
 }
 
 fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
-    let follow_state =
-        || fx.sh("kill -0 $(cat /tmp/follow.pid) && echo alive; cat /tmp/follow.err");
-    wait_for(
-        "the log follower's connection",
-        Duration::from_secs(90),
-        || {
-            Ok(!connections_to(fx, alice_port)?.is_empty()
-                && fx.sh("test -s /tmp/follow.out").is_ok())
-        },
-    )
-    .map_err(|e| format!("{e}; follower: {:?}", follow_state()))?;
+    let follow_state = || {
+        fx.sh(
+            "kill -0 $(cat /tmp/follow.pid) && pgrep -f 'bin/openclaw acp' >/dev/null && echo alive; cat /tmp/follow.err",
+        )
+    };
     let before = connections_to(fx, alice_port)?;
     let client_before = follower_connections(fx)?;
     ensure(!client_before.is_empty(), || {
@@ -334,6 +382,7 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
         format!("the follower has no connection to Caddy: {seen:?}")
     })?;
     let pid = caddy_pid(fx)?;
+    let connected = Instant::now();
 
     let t = Instant::now();
     let out = fx.ocusers_ok("add dave")?;
@@ -350,6 +399,11 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
     let (code, _) = readyz_via_caddy(fx, "dave")?;
     ensure(code == 404, || format!("dave after remove: {code}"))?;
     let add_remove_secs = t.elapsed().as_secs_f64();
+    // Still answering, not just open: the gateway sends a tick every 30 s,
+    // and the client's watchdog (checking every 30 s) closes a socket whose
+    // last tick is over 60 s old, so the same connection 95 s after the
+    // first look has carried the gateway's ticks.
+    std::thread::sleep(Duration::from_secs(95).saturating_sub(connected.elapsed()));
 
     let after = connections_to(fx, alice_port)?;
     let client_after = follower_connections(fx)?;
@@ -368,7 +422,10 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
     ensure(caddy_pid(fx)? == pid, || "caddy was restarted".into())?;
     fx.figure(
         "WebSocket through Caddy across add+remove of a tenant",
-        format!("kept (same connection) over {add_remove_secs:.1} s"),
+        format!(
+            "kept (same connection, both sides) across {add_remove_secs:.1} s of add+remove, {:.0} s in all",
+            connected.elapsed().as_secs_f64()
+        ),
     );
 
     // The check can fail: restarting Caddy drops the WebSocket, and the
