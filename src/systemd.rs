@@ -164,6 +164,18 @@ impl DbusSystemd {
             .context("reading systemd's version")
     }
 
+    /// Persistent (`runtime=false`) `SetUnitProperties`: systemd writes the
+    /// values as drop-ins in /etc/systemd/system.control/UNIT.d/.
+    fn set_properties(&self, unit: &str, props: Vec<(String, OwnedVariant)>) -> Result<()> {
+        zbus::block_on(async {
+            self.manager()
+                .await?
+                .set_unit_properties(unit.into(), false, props)
+                .await?;
+            anyhow::Ok(())
+        })
+    }
+
     /// The manager proxy without a property cache: a cached proxy fetches
     /// all of the manager's properties and subscribes to their changes
     /// first, a round trip ocusers never needs.
@@ -403,14 +415,8 @@ impl Systemd for DbusSystemd {
             ),
             ("TasksMax".into(), OwnedVariant::from(limits.tasks_max)),
         ];
-        zbus::block_on(async {
-            self.manager()
-                .await?
-                .set_unit_properties(unit.into(), false, props)
-                .await?;
-            anyhow::Ok(())
-        })
-        .with_context(|| format!("setting resource limits on {unit}"))
+        self.set_properties(unit, props)
+            .with_context(|| format!("setting resource limits on {unit}"))
     }
 
     fn reset_failed(&self, unit: &str) -> Result<()> {
@@ -469,14 +475,8 @@ impl Systemd for DbusSystemd {
             ("SocketBindDeny".into(), bind_variant(&[])),
             ("SocketBindDeny".into(), bind_variant(&bind.deny)),
         ];
-        zbus::block_on(async {
-            self.manager()
-                .await?
-                .set_unit_properties(unit.into(), false, props)
-                .await?;
-            anyhow::Ok(())
-        })
-        .with_context(|| format!("setting SocketBindAllow=/SocketBindDeny= on {unit}"))
+        self.set_properties(unit, props)
+            .with_context(|| format!("setting SocketBindAllow=/SocketBindDeny= on {unit}"))
     }
 }
 
