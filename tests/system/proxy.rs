@@ -240,13 +240,7 @@ pub fn proxy_add_remove_keeps_websockets(fx: &Fixture) -> R {
                 approvals.push(format!("{id}: {}", out.trim()));
             }
             Outcome::Pairing(id) => {
-                fx.write_token_file(&token)?;
-                let devices = fx.sh(&format!(
-                    "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
-                     timeout 120 openclaw devices list --json --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\"; \
-                     rc=$?; rm -rf \"$HOME\"; exit $rc"
-                ));
-                let _ = fx.sh(&format!("rm -f {TOKEN_FILE}"));
+                let devices = host_cli(fx, alice_port, &token, "devices list --json");
                 return Err(format!(
                     "the follower still asks for pairing ({id}) after approvals {approvals:?}; devices: {devices:?}"
                 ));
@@ -313,15 +307,22 @@ fn follower_outcome(fx: &Fixture) -> Result<Outcome, String> {
     Ok(outcome.expect("set when the wait succeeds"))
 }
 
-/// The newest pending pairing request, from `openclaw devices list --json`
-/// on the host (loopback, with alice's token).
-fn pending_request(fx: &Fixture, alice_port: u16, token: &str) -> Result<String, String> {
+/// `openclaw ARGS` on the host as the operator: over loopback to alice's
+/// gateway with her token (from [`TOKEN_FILE`], never argv of this test),
+/// with a throw-away HOME; returns its output.
+fn host_cli(fx: &Fixture, alice_port: u16, token: &str, args: &str) -> Result<String, String> {
     fx.write_token_file(token)?;
-    let out = fx.sh(&format!(
+    fx.sh(&format!(
         "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
-         timeout 120 openclaw devices list --json --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\"; \
+         timeout 120 openclaw {args} --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\"; \
          rc=$?; rm -rf \"$HOME\" {TOKEN_FILE}; exit $rc"
-    ))?;
+    ))
+}
+
+/// The newest pending pairing request, from `openclaw devices list --json`
+/// on the host.
+fn pending_request(fx: &Fixture, alice_port: u16, token: &str) -> Result<String, String> {
+    let out = host_cli(fx, alice_port, token, "devices list --json")?;
     let json = out.find('{').map(|i| &out[i..]).unwrap_or_default();
     let v: serde_json::Value = serde_json::Deserializer::from_str(json)
         .into_iter()
@@ -340,12 +341,12 @@ fn pending_request(fx: &Fixture, alice_port: u16, token: &str) -> Result<String,
 /// token; returns its output.
 fn approve_pairing(fx: &Fixture, id: &str, alice_port: u16, token: &str) -> Result<String, String> {
     stop_follower(fx);
-    fx.write_token_file(token)?;
-    fx.sh(&format!(
-        "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
-         timeout 120 openclaw devices approve {id} --url ws://127.0.0.1:{alice_port} --token \"$(cat {TOKEN_FILE})\" --json; \
-         rc=$?; rm -rf \"$HOME\" {TOKEN_FILE}; exit $rc"
-    ))
+    host_cli(
+        fx,
+        alice_port,
+        token,
+        &format!("devices approve {id} --json"),
+    )
 }
 
 /// The real OpenClaw CLI as alice's remote client through Caddy, holding one
