@@ -201,6 +201,28 @@ fn stop_follower(fx: &Fixture) {
     let _ = fx.sh(&format!("kill $({FOLLOWER_PIDS}) 2>/dev/null; true"));
 }
 
+/// Whether the OpenClaw CLI of the follower still runs: the follower or a
+/// descendant whose command line names openclaw and is not a shell's (the
+/// follower's shell names it too, as would the caller of a `pgrep -f`).
+fn follower_alive(fx: &Fixture) -> bool {
+    fx.sh(&format!(
+        "for p in $({FOLLOWER_PIDS}); do \
+           ps -o args= -p \"$p\" | grep -v '^sh ' | grep -q openclaw && exit 0; \
+         done; exit 1"
+    ))
+    .is_ok()
+}
+
+/// The follower's answer to its ACP request `id`, from its stdout (one
+/// JSON-RPC message a line), once there is one.
+fn acp_response(fx: &Fixture, id: u64) -> Result<Option<serde_json::Value>, String> {
+    let out = fx.sh("cat /tmp/follow.out")?;
+    Ok(out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|m| m["id"].as_u64() == Some(id) && m.get("method").is_none()))
+}
+
 /// The follower's own TCP connections to Caddy, by local address: the
 /// client side of its WebSocket, which any drop by Caddy closes. The CLI
 /// respawns itself as a detached child (a session of its own) that holds the
@@ -261,13 +283,13 @@ enum Outcome {
     Pairing(String),
 }
 
-/// Wait until the follower either holds its WebSocket to Caddy (the same
-/// connection on two looks a second apart) or has been refused for pairing
-/// (it exits then). Anything else is a failure with its stderr.
+/// Wait until the follower either is connected (it answers the ACP
+/// `initialize` request it was started with, which the bridge reads only
+/// once the gateway's hello succeeded) or has been refused for pairing (it
+/// exits then). Anything else is a failure with its stderr.
 fn follower_outcome(fx: &Fixture) -> Result<Outcome, String> {
     let mut outcome = None;
     let mut last_err = String::new();
-    let mut last_conns: Vec<String> = Vec::new();
     wait_for(
         "the follower to connect or ask for pairing",
         Duration::from_secs(120),
@@ -287,18 +309,16 @@ fn follower_outcome(fx: &Fixture) -> Result<Outcome, String> {
                 outcome = Some(Outcome::Pairing(String::new()));
                 return Ok(true);
             }
-            if fx
-                .sh("pgrep -f 'bin/openclaw acp' >/dev/null && kill -0 $(cat /tmp/follow.pid)")
-                .is_err()
-            {
-                return Err(format!("the follower exited: {last_err}"));
-            }
-            let conns = follower_connections(fx)?;
-            if !conns.is_empty() && conns == last_conns {
+            if let Some(answer) = acp_response(fx, 1)? {
+                if answer.get("result").is_none() {
+                    return Err(format!("the follower's ACP initialize failed: {answer}"));
+                }
                 outcome = Some(Outcome::Connected);
                 return Ok(true);
             }
-            last_conns = conns;
+            if !follower_alive(fx) {
+                return Err(format!("the follower exited: {last_err}"));
+            }
             std::thread::sleep(Duration::from_millis(750));
             Ok(false)
         },
@@ -351,29 +371,51 @@ fn approve_pairing(fx: &Fixture, id: &str, alice_port: u16, token: &str) -> Resu
 
 /// The real OpenClaw CLI as alice's remote client through Caddy, holding one
 /// WebSocket: `openclaw acp` (the ACP bridge) connects at start and keeps
-/// its gateway connection while its stdin is open (a pipe from `sleep`);
-/// `openclaw logs --follow` would not do, since it polls with a new
-/// connection per second. One HOME across attempts (its device identity);
-/// the token in a root-only file, never in argv.
+/// its gateway connection while its stdin is open; `openclaw logs --follow`
+/// would not do, since it polls with a new connection per second. Its stdin
+/// is a FIFO that a `sleep` holds open, so [`acp_request`] can send it more
+/// requests; the first, `initialize` (id 1), is answered once it is
+/// connected. One HOME across attempts (its device identity); the token in
+/// a root-only file, never in argv.
 fn start_follower(fx: &Fixture, token: &str) -> R {
     stop_follower(fx);
     fx.write_token_file(token)?;
     fx.sh(&format!(
         "mkdir -p /root/follower && install -m 600 {TOKEN_FILE} /root/follower/token && rm -f {TOKEN_FILE}; \
-         : > /tmp/follow.out; : > /tmp/follow.err; \
+         : > /tmp/follow.out; : > /tmp/follow.err; rm -f /tmp/follow.in; mkfifo -m 600 /tmp/follow.in; \
+         printf '%s\\n' '{ACP_INITIALIZE}' > /tmp/follow.init; \
          export NODE_EXTRA_CA_CERTS={CADDY_CA} HOME=/root/follower PATH={RUNTIME_BIN}:$PATH; \
-         setsid sh -c 'sleep 100000 | openclaw acp --url wss://alice.{DOMAIN}:{CADDY_HTTPS} --token-file /root/follower/token' \
+         setsid sh -c '{{ cat /tmp/follow.init; exec sleep 100000; }} > /tmp/follow.in & \
+           openclaw acp --url wss://alice.{DOMAIN}:{CADDY_HTTPS} --token-file /root/follower/token < /tmp/follow.in' \
            >/tmp/follow.out 2>/tmp/follow.err </dev/null & echo $! > /tmp/follow.pid"
     ))
     .map(drop)
 }
 
+/// The ACP `initialize` request the follower starts with (id 1).
+const ACP_INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1,"clientCapabilities":{}}}"#;
+
+/// Send the follower one more ACP request (one JSON line) and wait for its
+/// answer.
+fn acp_request(fx: &Fixture, id: u64, method: &str) -> Result<serde_json::Value, String> {
+    let line = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": {}});
+    fx.sh(&format!(
+        "printf '%s\\n' '{line}' | timeout 10 tee /tmp/follow.in >/dev/null"
+    ))
+    .map_err(|e| format!("sending {method} to the follower: {e}"))?;
+    let mut answer = None;
+    wait_for(
+        &format!("the follower to answer {method}"),
+        Duration::from_secs(30),
+        || {
+            answer = acp_response(fx, id)?;
+            Ok(answer.is_some())
+        },
+    )?;
+    Ok(answer.expect("set when the wait succeeds"))
+}
+
 fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
-    let follow_state = || {
-        fx.sh(
-            "kill -0 $(cat /tmp/follow.pid) && pgrep -f 'bin/openclaw acp' >/dev/null && echo alive; cat /tmp/follow.err",
-        )
-    };
     let before = connections_to(fx, alice_port)?;
     let client_before = follower_connections(fx)?;
     ensure(!client_before.is_empty(), || {
@@ -406,17 +448,22 @@ fn keeps_websockets(fx: &Fixture, alice_port: u16) -> R {
     // first look has carried the gateway's ticks.
     std::thread::sleep(Duration::from_secs(95).saturating_sub(connected.elapsed()));
 
+    // And it still carries a request: ACP `session/list` is the gateway's
+    // `sessions.list`, a round trip over this WebSocket.
+    let listed = acp_request(fx, 2, "session/list");
     let after = connections_to(fx, alice_port)?;
     let client_after = follower_connections(fx)?;
-    let state = follow_state()?;
+    let alive = follower_alive(fx);
+    let err = fx.sh("cat /tmp/follow.err")?;
     ensure(
         before.iter().all(|c| after.contains(c))
             && client_before == client_after
-            && state.starts_with("alive")
-            && !state.to_lowercase().contains("reconnect"),
+            && alive
+            && !err.to_lowercase().contains("reconnect")
+            && matches!(&listed, Ok(v) if v.get("result").is_some()),
         || {
             format!(
-                "alice's WebSocket did not survive add/remove of dave: to the gateway {before:?} -> {after:?}, follower to Caddy {client_before:?} -> {client_after:?}; follower: {state}"
+                "alice's WebSocket did not survive add/remove of dave: to the gateway {before:?} -> {after:?}, follower to Caddy {client_before:?} -> {client_after:?}; follower alive: {alive}, session/list: {listed:?}, stderr: {err}"
             )
         },
     )?;
