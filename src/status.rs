@@ -66,36 +66,44 @@ fn readiness(record: &Record, info: &UnitInfo) -> Readiness {
     }
 }
 
-/// Status of many tenants: systemd asked for all units at once, the
-/// gateways probed by a few threads in parallel.
+/// Status of many tenants: systemd asked for all units at once while a few
+/// threads probe the gateways (every one: a stopped gateway's port refuses
+/// at once, and the answer counts only for a unit systemd says runs).
 pub fn collect_many(sd: &dyn Systemd, records: &[Record]) -> Result<Vec<TenantStatus>> {
     let units: Vec<String> = records.iter().map(|r| paths::unit_name(&r.name)).collect();
-    let infos = sd.units(&units).into_iter().collect::<Result<Vec<_>>>()?;
     let threads = records.len().clamp(1, 16);
-    let chunk = records.len().div_ceil(threads);
-    let mut ready: Vec<Readiness> = Vec::with_capacity(records.len());
-    std::thread::scope(|scope| {
+    let chunk = records.len().div_ceil(threads).max(1);
+    let (infos, probes) = std::thread::scope(|scope| {
         let handles: Vec<_> = records
-            .chunks(chunk.max(1))
-            .zip(infos.chunks(chunk.max(1)))
-            .map(|(rs, is)| {
+            .chunks(chunk)
+            .map(|rs| {
                 scope.spawn(move || {
                     rs.iter()
-                        .zip(is)
-                        .map(|(r, i)| readiness(r, i))
+                        .map(|r| health::probe(r.port, Duration::from_millis(500)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        for h in handles {
-            ready.extend(h.join().expect("readiness probe thread panicked"));
-        }
+        let infos = sd.units(&units);
+        let probes: Vec<Readiness> = handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("readiness probe thread panicked"))
+            .collect();
+        (infos, probes)
     });
+    let infos = infos.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(records
         .iter()
         .zip(infos)
-        .zip(ready)
-        .map(|((r, i), rd)| assemble(r, i, rd))
+        .zip(probes)
+        .map(|((r, info), probe)| {
+            let readiness = if info.is_active() {
+                probe
+            } else {
+                readiness(r, &info)
+            };
+            assemble(r, info, readiness)
+        })
         .collect())
 }
 
