@@ -54,15 +54,16 @@ pub struct TenantRule {
 /// The rule set for these tenants: tenants whose user does not exist (yet,
 /// or any more) get no rules.
 pub fn tenant_rules(records: &[Record]) -> Vec<TenantRule> {
+    let uids = identity::uids_by_name();
     records
         .iter()
         .filter_map(|r| {
-            let account = identity::lookup(&paths::user_name(&r.name))?;
+            let uid = *uids.get(&paths::user_name(&r.name))?;
             Some(TenantRule {
                 name: r.name.to_string(),
                 first_port: r.port,
                 last_port: r.last_port(),
-                uid: account.uid,
+                uid,
             })
         })
         .collect()

@@ -27,6 +27,18 @@ pub fn lookup(user: &str) -> Option<Account> {
     })
 }
 
+/// Every user's uid by name, in one pass over the user database: for all
+/// tenants at once, where a [`lookup`] each would read /etc/passwd once per
+/// tenant.
+pub fn uids_by_name() -> std::collections::HashMap<String, u32> {
+    // SAFETY: getpwent(3) iterates with state global to the process; this is
+    // ocusers' only user enumeration, so no other iteration runs meanwhile
+    // (getpwnam_r, which the lookups use, keeps no such state).
+    unsafe { uzers::all_users() }
+        .map(|u| (u.name().to_string_lossy().into_owned(), u.uid()))
+        .collect()
+}
+
 pub fn group_exists(group: &str) -> bool {
     uzers::get_group_by_name(group).is_some()
 }

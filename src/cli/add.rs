@@ -59,13 +59,16 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
     // Everything the command line can get wrong is checked before the
     // privilege check and the lock, read-only, so bad input never needs root
     // and never changes anything; it is checked again under the lock.
-    resolve(paths, &cfg, &name, &args)?;
+    resolve(paths, &cfg, &name, &args, &tenant::list(paths)?)?;
     if cfg.proxy.enabled() {
         cfg.proxy.check_installed()?;
     }
     privilege::require_root("add")?;
     let _lock = HostLock::acquire(paths)?;
-    let (existing, tier, port, domains) = resolve(paths, &cfg, &name, &args)?;
+    // The registry, read once under the lock: each reading parses every
+    // tenant's file, which at 100 tenants was most of what `add` grew by.
+    let registry = tenant::list(paths)?;
+    let (existing, tier, port, domains) = resolve(paths, &cfg, &name, &args, &registry)?;
     // The proxy is installed and accepts its configuration as it is, before
     // anything changes (its own message if not).
     if cfg.proxy.enabled() && paths.host_path(cfg.proxy.include()).exists() {
@@ -107,8 +110,7 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
             message,
         })?;
     if existing.is_none() {
-        let others = tenant::list(paths)?;
-        let committed = capacity::committed(paths, &others)?.saturating_add(limits.memory_max);
+        let committed = capacity::committed(paths, &registry)?.saturating_add(limits.memory_max);
         capacity::check(
             &cfg.capacity,
             capacity::host_ram(paths)?,
@@ -123,9 +125,10 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
     }
     // Every tenant's extra domains, this one's as they will be.
     let mut extra_domains: Vec<String> = proxy::extra_domains(
-        &tenant::list(paths)?
-            .into_iter()
+        &registry
+            .iter()
             .filter(|r| r.name != name)
+            .cloned()
             .collect::<Vec<_>>(),
     );
     extra_domains.extend(record.domains.iter().cloned());
@@ -237,6 +240,7 @@ fn resolve(
     cfg: &HostConfig,
     name: &TenantName,
     args: &AddArgs,
+    registry: &[Record],
 ) -> Result<(Option<Record>, Tier, u16, Vec<String>)> {
     let existing = tenant::load(paths, name)?;
     let mut requested = args.domains.clone();
@@ -252,7 +256,7 @@ fn resolve(
         }
         Some(r) => r.domains.clone(),
         None => {
-            proxy::check_extra_domains(&cfg.proxy, name, &requested, &tenant::list(paths)?)?;
+            proxy::check_extra_domains(&cfg.proxy, name, &requested, registry)?;
             requested
         }
     };
@@ -280,14 +284,13 @@ fn resolve(
         }
         (Some(r), _) => r.port,
         (None, requested) => {
-            let others = tenant::list(paths)?;
             let live = ports::live_listeners(paths.root())?;
             match requested {
                 Some(p) => {
-                    ports::check_requested(p, &cfg.ports, &others, &live)?;
+                    ports::check_requested(p, &cfg.ports, registry, &live)?;
                     p
                 }
-                None => ports::allocate(&cfg.ports, &others, &live)?,
+                None => ports::allocate(&cfg.ports, registry, &live)?,
             }
         }
     };
