@@ -52,8 +52,10 @@ pub const BASE_INCLUDE: &[&str] = &[
 pub const SUITE: &str = "bookworm";
 /// Bump when the way the base root is built changes (part of the cache key).
 const BASE_FORMAT: u32 = 1;
-/// Packages downloaded (not installed) into the base root's apt archive cache.
-const PREDOWNLOAD: &[&str] = &["npm"];
+/// Packages downloaded (not installed) into the base root's apt archive cache:
+/// the .deb's Depends and Recommends that minbase lacks, so a container on
+/// a private network (the bench, a second host) can install the .deb.
+const PREDOWNLOAD: &[&str] = &["npm", "nftables"];
 /// Everything the tests cache on the host.
 pub const CACHE_DIR: &str = "/var/cache/ocusers-tests";
 /// Host dir bound to the container's `/root/.npm`, shared by all runs and containers.
