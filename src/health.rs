@@ -25,10 +25,17 @@ pub fn readyz_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}/readyz")
 }
 
-/// One probe, bounded by `timeout`.
+/// One probe; connecting, sending, and each of reading the answer's head
+/// and its body are bounded by `timeout`. Per step, not `timeout_global`:
+/// with a global timeout ureq resolves even `127.0.0.1` in a new thread, a
+/// third of a probe's CPU and the largest part of `status` at 200 tenants.
 pub fn probe(port: u16, timeout: Duration) -> Readiness {
+    let t = Some(timeout);
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
+        .timeout_connect(t)
+        .timeout_send_request(t)
+        .timeout_recv_response(t)
+        .timeout_recv_body(t)
         .http_status_as_error(false)
         .build()
         .into();
@@ -117,6 +124,23 @@ mod tests {
             probe(closed, Duration::from_secs(1)),
             Readiness::Unreachable(_)
         ));
+    }
+
+    #[test]
+    fn probe_gives_up_on_a_gateway_that_never_answers() {
+        // Accepts and reads, never writes: the head-read bound must end it.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let t = Instant::now();
+        let r = probe(port, Duration::from_millis(300));
+        assert!(matches!(r, Readiness::Unreachable(_)), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
 
     #[test]
