@@ -1,5 +1,7 @@
 //! Logs go to stderr through `tracing`; `-v` raises the level, `OCUSERS_LOG`
 //! overrides it.
+use std::io::IsTerminal;
+
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::prelude::*;
 
@@ -17,6 +19,8 @@ pub fn init(verbose: u8) {
         .unwrap_or_else(|_| EnvFilter::new(format!("ocusers={default}")));
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // Colours for a terminal only, not in a file, a pipe or CI's log.
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .with_target(false)
         .with_filter(filter);
