@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod backup;
 pub mod capacity;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod doctor;

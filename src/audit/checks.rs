@@ -216,7 +216,7 @@ pub(super) fn audit_tenant(
             },
         );
     }
-    let expected_cgroup = format!("/openclaw.slice/{unit}");
+    let expected_cgroup = crate::cgroup::unit_path(&unit);
     let foreign: Vec<String> = listeners
         .iter()
         .filter(|l| l.port >= r.port && l.port <= r.last_port())
