@@ -240,6 +240,117 @@ pub fn layers_enforced_here(fx: &Fixture) -> R {
     })
 }
 
+/// On cgroup v2, `status`, `list` and `metrics` read a running unit's memory, CPU and tasks from
+/// its cgroup files instead of 9 D-Bus reads a unit (issue 6: status at 200 tenants). They must
+/// say what systemd says: limits exactly, the moving figures between a `systemctl show` just
+/// before and one just after.
+pub fn status_reads_cgroup_like_systemd(fx: &Fixture) -> R {
+    const MOVING: [&str; 3] = ["MemoryCurrent", "TasksCurrent", "CPUUsageNSec"];
+    const FIXED: [&str; 6] = [
+        "MemoryHigh",
+        "MemoryMax",
+        "TasksMax",
+        "MainPID",
+        "NRestarts",
+        "UnitFileState",
+    ];
+    let show = |when: &str, props: &[&str]| {
+        format!(
+            "for t in {}; do for p in {}; do echo \"$t.{when}.$p=$(prop $t $p)\"; done; done",
+            TENANTS.join(" "),
+            props.join(" ")
+        )
+    };
+    let out = fx.ok(&format!(
+        "{}
+         OCUSERS_LOG=ocusers=debug ocusers status --json >/tmp/status.json 2>/tmp/status.err || {{ cat /tmp/status.err; exit 1; }}
+         {}
+         {}
+         echo \"log=$(grep 'read from their cgroup' /tmp/status.err)\"
+         echo \"json=$(tr -d '\\n' </tmp/status.json)\"",
+        show("before", &MOVING),
+        show("after", &MOVING),
+        show("fixed", &FIXED),
+    ))?;
+    let f = fields(&out);
+    let log = f.get("log").cloned().unwrap_or_default();
+    ensure(log.contains("3 of 3 units read from their cgroup"), || {
+        format!("status did not take the cgroup path on cgroup v2: {out}")
+    })?;
+    let status: Value = serde_json::from_str(f.get("json").map_or("", String::as_str))
+        .map_err(|e| format!("status --json: {e}: {out}"))?;
+    for t in TENANTS {
+        let s = status["tenants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == t)
+            .ok_or_else(|| format!("{t} not in {status}"))?;
+        let got = |path: &[&str]| path.iter().fold(s, |v, k| &v[*k]).as_u64();
+        let shown = |key: String| {
+            f.get(&key)
+                .cloned()
+                .ok_or_else(|| format!("no {key} in {out}"))
+        };
+        // Limits, main PID, restarts and enablement: exactly what systemd says.
+        for (prop, path) in FIXED.iter().zip([
+            &["memory", "high"][..],
+            &["memory", "max"],
+            &["tasks", "max"],
+            &["main_pid"],
+            &["restarts"],
+        ]) {
+            let want = shown(format!("{t}.fixed.{prop}"))?;
+            ensure(
+                got(path).map(|v| v.to_string()) == Some(want.clone()),
+                || {
+                    format!(
+                        "{t}: status {path:?} = {:?}, systemctl show -P {prop}: {want}",
+                        got(path)
+                    )
+                },
+            )?;
+        }
+        let enabled = shown(format!("{t}.fixed.UnitFileState"))?;
+        ensure(s["enabled"] == enabled.as_str(), || {
+            format!("{t}: enabled {} vs UnitFileState {enabled}", s["enabled"])
+        })?;
+        ensure(got(&["cpu_quota_per_sec_usec"]) == Some(200_000), || {
+            format!(
+                "{t}: CPU quota {:?}; the tier's 20 % is 200000 µs/s",
+                got(&["cpu_quota_per_sec_usec"])
+            )
+        })?;
+        // Memory and tasks may move a little either way; CPU time only grows.
+        for (prop, path, slack) in MOVING
+            .iter()
+            .zip([
+                (&["memory", "current"][..], 4u64 << 20),
+                (&["tasks", "current"], 2),
+                (&["cpu_usage_nsec"], 0),
+            ])
+            .map(|(p, (path, slack))| (p, path, slack))
+        {
+            let v = got(path).ok_or_else(|| format!("{t}: no {path:?} in {s}"))?;
+            let [before, after] = ["before", "after"].map(|w| {
+                shown(format!("{t}.{w}.{prop}")).and_then(|x| {
+                    x.parse::<u64>()
+                        .map_err(|e| format!("{t} {w} {prop} {x:?}: {e}"))
+                })
+            });
+            let (before, after) = (before?, after?);
+            let (lo, hi) = (before.min(after), before.max(after));
+            ensure(v + slack >= lo && v <= hi + slack, || {
+                format!(
+                    "{t}: status {path:?} = {v}; systemctl show -P {prop}: {before} before, {after} after"
+                )
+            })?;
+        }
+    }
+    fx.figure("status from cgroup v2", log.trim().to_string());
+    Ok(())
+}
+
 /// Acceptance 1: a memory hog in alice's unit is killed at alice's MemoryMax; bob's unit and
 /// process are untouched; alice's gateway is restarted by systemd.
 pub fn memory_hog_killed_at_limit(fx: &Fixture) -> R {

@@ -28,6 +28,10 @@ const TRIALS: &[(&str, Check)] = &[
     ),
     ("layers_enforced_here", isolation::layers_enforced_here),
     (
+        "status_reads_cgroup_like_systemd",
+        isolation::status_reads_cgroup_like_systemd,
+    ),
+    (
         "memory_hog_killed_at_limit",
         isolation::memory_hog_killed_at_limit,
     ),
