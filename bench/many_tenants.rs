@@ -3,7 +3,9 @@
 //! (a) `ocusers add` with and without waiting for readiness, at 1 and at 100
 //!     existing tenants;
 //! (b) `ocusers status --json` (and `list`, `metrics`) at 10, 100 and 200 tenants;
-//! (c) memory ocusers itself keeps on the host besides the gateways.
+//! (c) memory ocusers itself keeps on the host besides the gateways;
+//! (d) the D-Bus part of `status` at 200 tenants, with and without a
+//!     cgroup v2 host's files (this machine's containers have none).
 //!
 //! Runs in a fresh Debian 12 systemd-nspawn container (real systemd, D-Bus,
 //! useradd; the system tier's harness, tests/system/container.rs) with its
@@ -36,6 +38,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("measure") {
         measure(&args[2..]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("dbus-reads") {
+        dbus_reads(args.get(2).map(String::as_str) == Some("cgroup"));
         return;
     }
     // `cargo bench` passes --bench; nothing else is expected.
@@ -71,6 +77,90 @@ fn measure(args: &[String]) {
         usage.ru_maxrss,
         cpu_ms(usage.ru_utime) + cpu_ms(usage.ru_stime)
     );
+}
+
+/// Inside the container: the D-Bus part of `status` for every tenant, as
+/// `ocusers` does it (one `ListUnitsByNames`, then property `Get`s pipelined
+/// up to 96 pending replies): all 13 properties a unit, or with `cgroup` only
+/// the 4 that a cgroup v2 host's files do not give. This host's containers
+/// have no cgroup v2 controllers, so `status` itself can only take the first
+/// way here; this shows what the second costs on the same systemd and bus.
+fn dbus_reads(cgroup: bool) {
+    use futures_util::StreamExt;
+    use zbus::names::InterfaceName;
+    const UNIT: &str = "org.freedesktop.systemd1.Unit";
+    const SERVICE: &str = "org.freedesktop.systemd1.Service";
+    let props: &[(&str, &str)] = if cgroup {
+        &[
+            (UNIT, "UnitFileState"),
+            (UNIT, "ActiveEnterTimestamp"),
+            (SERVICE, "MainPID"),
+            (SERVICE, "NRestarts"),
+        ]
+    } else {
+        &[
+            (UNIT, "UnitFileState"),
+            (UNIT, "ActiveEnterTimestamp"),
+            (SERVICE, "MainPID"),
+            (SERVICE, "NRestarts"),
+            (SERVICE, "Result"),
+            (SERVICE, "MemoryCurrent"),
+            (SERVICE, "MemoryHigh"),
+            (SERVICE, "MemoryMax"),
+            (SERVICE, "CPUUsageNSec"),
+            (SERVICE, "CPUQuotaPerSecUSec"),
+            (SERVICE, "TasksCurrent"),
+            (SERVICE, "TasksMax"),
+            (SERVICE, "ControlGroup"),
+        ]
+    };
+    let units: Vec<String> = std::fs::read_dir("/var/lib/ocusers/tenants")
+        .expect("the registry")
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            Some(format!("openclaw@{}.service", name.strip_suffix(".toml")?))
+        })
+        .collect();
+    let read = zbus::block_on(async {
+        let conn = zbus::Connection::system().await?;
+        let mgr = zbus_systemd::systemd1::ManagerProxy::builder(&conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        let paths: Vec<zbus::OwnedObjectPath> = mgr
+            .list_units_by_names(units)
+            .await?
+            .into_iter()
+            .map(|u| u.6)
+            .collect();
+        let conn = &conn;
+        let reads = paths.into_iter().map(|path| async move {
+            let p = zbus::fdo::PropertiesProxy::builder(conn)
+                .destination("org.freedesktop.systemd1")
+                .path(path)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await?;
+            let gets = props.iter().map(|(iface, name)| {
+                let p = &p;
+                async move {
+                    p.get(InterfaceName::from_static_str_unchecked(iface), name)
+                        .await
+                }
+            });
+            futures_util::future::try_join_all(gets).await?;
+            zbus::Result::Ok(())
+        });
+        let done: Vec<_> = futures_util::stream::iter(reads)
+            .buffered(96 / props.len())
+            .collect()
+            .await;
+        done.into_iter().collect::<zbus::Result<Vec<()>>>()
+    });
+    if let Err(e) = read {
+        eprintln!("dbus-reads: {e}");
+        std::process::exit(1);
+    }
 }
 
 struct Measured {
@@ -304,6 +394,14 @@ fn run() -> Result<(), String> {
     let (st100, _, cpu100) = b.read_cpu("ocusers status --json")?;
     b.fill_to(200)?;
     let (st200, rss200, cpu200) = b.read_cpu("ocusers status --json")?;
+    // Which way status read the units: a cgroup v2 host's files, or D-Bus.
+    let layout = b.sh("stat -fc %T /sys/fs/cgroup")?;
+    let path200 = b.sh(
+        "OCUSERS_LOG=ocusers=debug ocusers status --json 2>&1 >/dev/null | grep -o '[0-9]* of [0-9]* units read from their cgroup'",
+    )?;
+    // (d) The D-Bus part alone, both ways, by this binary (see dbus_reads).
+    let (dbus13, _, dbus13_cpu) = b.read_cpu(&format!("{BENCH_BIN} dbus-reads all"))?;
+    let (dbus4, _, dbus4_cpu) = b.read_cpu(&format!("{BENCH_BIN} dbus-reads cgroup"))?;
     let (list200, _) = b.read_times("ocusers list")?;
     let (metrics200, _) = b.read_times("ocusers metrics")?;
     let (add200_nowait, _) = (b.add_times("--no-wait")?, ());
@@ -351,6 +449,11 @@ fn run() -> Result<(), String> {
         fmt(&st200)
     ));
     report.push(format!("      {cpu200}"));
+    report.push(format!(
+        "      read: {} (container's /sys/fs/cgroup: {}); without cgroup v2 controllers every figure comes over D-Bus",
+        path200.trim(),
+        layout.trim()
+    ));
     report.push(format!("  list,          200 tenants: {}", fmt(&list200)));
     report.push(format!(
         "  metrics,       200 tenants: {}",
@@ -382,6 +485,20 @@ fn run() -> Result<(), String> {
         g.next().unwrap_or("?"),
         g.next().unwrap_or("?")
     ));
+    report.push(
+        "(d) status's D-Bus part alone at 200 tenants (ListUnitsByNames + pipelined Gets)".into(),
+    );
+    report.push(format!(
+        "  13 reads a unit (no cgroup v2 files)  : {}",
+        fmt(&dbus13)
+    ));
+    report.push(format!("      {dbus13_cpu}"));
+    report.push(format!(
+        "   4 reads a unit (running, cgroup v2)  : {}",
+        fmt(&dbus4)
+    ));
+    report.push(format!("      {dbus4_cpu}"));
+
     println!("\n{}", report.join("\n"));
     b.sh("ocusers list >/dev/null")?;
     drop(b);
