@@ -63,6 +63,16 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         })
 }
 
+/// For commands that print what they read: a closed stdout (`ocusers list |
+/// head -1`) ends the process quietly, as it does `ls` or `systemctl`,
+/// instead of a panic from `println!` (Rust starts with SIGPIPE ignored).
+/// Call before any thread starts.
+pub fn die_quietly_on_closed_stdout() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler, so nothing runs in signal context.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -328,6 +328,25 @@ fn export_and_metrics_of_an_empty_host() {
     assert_eq!(std::fs::read_to_string(&prom).unwrap(), text);
 }
 
+/// `ocusers export | head -0`: a reader that went away ends a read command
+/// quietly (SIGPIPE), not with a panic on stderr.
+#[test]
+fn a_closed_stdout_ends_a_read_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_ocusers"))
+        .arg("export")
+        .env("OCUSERS_ROOT", root.path())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {stderr}", out.status);
+    assert!(stderr.is_empty(), "{stderr}");
+}
+
 /// Public access: a bad extra domain is a usage error; a proxy that is not
 /// installed is named with how to get it, before anything changes; bad
 /// `[proxy]` settings name the file and the fix.

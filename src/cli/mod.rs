@@ -109,6 +109,12 @@ pub struct JsonArg {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let paths = Paths::from_env();
+    if matches!(
+        cli.command,
+        Command::List(_) | Command::Status(_) | Command::Export(_) | Command::Metrics(_)
+    ) {
+        crate::process::die_quietly_on_closed_stdout();
+    }
     match cli.command {
         Command::Add(args) => add::run(&paths, args),
         Command::Remove(args) => remove::run(&paths, args),
