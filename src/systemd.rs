@@ -190,15 +190,20 @@ impl DbusSystemd {
 
     async fn read_unit(&self, mgr: &ManagerProxy<'_>, unit: &str) -> Result<UnitInfo> {
         let path = mgr.load_unit(unit.into()).await?;
-        self.read_at(&path, None).await
+        self.read_at(&path, None, None).await
     }
 
-    /// The unit at `path`; its states are read too unless given (from
-    /// `ListUnitsByNames`).
+    /// The unit at `path`. Its states are read too unless given (from
+    /// `ListUnitsByNames`). Given the figures of its cgroup (a running unit,
+    /// see [`crate::cgroup`]), only what they do not tell is read: 4
+    /// properties instead of 13. `result` then stays empty: systemd resets
+    /// it when a service starts, so a running unit's says nothing, and
+    /// `status` does not show it.
     async fn read_at(
         &self,
         path: &OwnedObjectPath,
         states: Option<[String; 3]>,
+        running: Option<(&str, cgroup::Figures)>,
     ) -> Result<UnitInfo> {
         // Only the properties ocusers reads: GetAll makes systemd compute and
         // send some 300 (IP and IO accounting, exec arrays, ...) per unit.
@@ -206,9 +211,13 @@ impl DbusSystemd {
             Some(_) => UNIT_PROPS.to_vec(),
             None => STATE_PROPS.iter().chain(UNIT_PROPS).copied().collect(),
         };
+        let service_props = match running {
+            Some(_) => RUNNING_SERVICE_PROPS,
+            None => SERVICE_PROPS,
+        };
         let (u, s) = futures_util::future::try_join(
             self.get_some(path, "org.freedesktop.systemd1.Unit", &unit_props),
-            self.get_some(path, "org.freedesktop.systemd1.Service", SERVICE_PROPS),
+            self.get_some(path, "org.freedesktop.systemd1.Service", service_props),
         )
         .await?;
         let [load_state, active_state, sub_state] = states.unwrap_or_else(|| {
@@ -218,7 +227,7 @@ impl DbusSystemd {
                 string(&u, "SubState"),
             ]
         });
-        Ok(UnitInfo {
+        let mut info = UnitInfo {
             load_state,
             active_state,
             sub_state,
@@ -235,47 +244,18 @@ impl DbusSystemd {
             tasks_current: u64_of(&s, "TasksCurrent"),
             tasks_max: u64_of(&s, "TasksMax"),
             control_group: string(&s, "ControlGroup"),
-        })
-    }
-
-    /// A unit whose resource figures came from its cgroup: only what the
-    /// cgroup does not tell is read over D-Bus, 4 properties instead of 13.
-    /// `result` stays empty: systemd resets it when a service starts, so a
-    /// running unit's says nothing, and `status` does not show it.
-    async fn read_running(
-        &self,
-        path: &OwnedObjectPath,
-        [load_state, active_state, sub_state]: [String; 3],
-        unit: &str,
-        f: cgroup::Figures,
-    ) -> Result<UnitInfo> {
-        let (u, s) = futures_util::future::try_join(
-            self.get_some(path, "org.freedesktop.systemd1.Unit", UNIT_PROPS),
-            self.get_some(
-                path,
-                "org.freedesktop.systemd1.Service",
-                RUNNING_SERVICE_PROPS,
-            ),
-        )
-        .await?;
-        Ok(UnitInfo {
-            load_state,
-            active_state,
-            sub_state,
-            unit_file_state: string(&u, "UnitFileState"),
-            active_enter_usec: u64_of(&u, "ActiveEnterTimestamp").unwrap_or(0),
-            main_pid: u32_of(&s, "MainPID"),
-            n_restarts: u32_of(&s, "NRestarts"),
-            result: String::new(),
-            memory_current: Some(f.memory_current),
-            memory_high: f.memory_high,
-            memory_max: f.memory_max,
-            cpu_usage_nsec: Some(f.cpu_usage_nsec),
-            cpu_quota_per_sec_usec: f.cpu_quota_per_sec_usec,
-            tasks_current: Some(f.tasks_current),
-            tasks_max: f.tasks_max,
-            control_group: cgroup::unit_path(unit),
-        })
+        };
+        if let Some((unit, f)) = running {
+            info.memory_current = Some(f.memory_current);
+            info.memory_high = f.memory_high;
+            info.memory_max = f.memory_max;
+            info.cpu_usage_nsec = Some(f.cpu_usage_nsec);
+            info.cpu_quota_per_sec_usec = f.cpu_quota_per_sec_usec;
+            info.tasks_current = Some(f.tasks_current);
+            info.tasks_max = f.tasks_max;
+            info.control_group = cgroup::unit_path(unit);
+        }
+        Ok(info)
     }
 
     async fn get_all(
@@ -431,12 +411,12 @@ impl Systemd for DbusSystemd {
             let reads = plans.into_iter().map(|(unit, known, figures)| {
                 let mgr = &mgr;
                 async move {
-                    match (known, figures) {
-                        (Some((states, path)), Some(f)) => {
-                            self.read_running(&path, states, unit, f).await
+                    match known {
+                        Some((states, path)) => {
+                            let running = figures.map(|f| (unit.as_str(), f));
+                            self.read_at(&path, Some(states), running).await
                         }
-                        (Some((states, path)), None) => self.read_at(&path, Some(states)).await,
-                        (None, _) => self.read_unit(mgr, unit).await,
+                        None => self.read_unit(mgr, unit).await,
                     }
                     .with_context(|| format!("reading {unit} from systemd"))
                 }
