@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 /// Where cgroup v2 is mounted on a host with the unified layout.
 pub const ROOT: &str = "/sys/fs/cgroup";
+/// Where a hybrid host (v1 controllers) mounts its cgroup v2 hierarchy.
+const HYBRID_UNIFIED: &str = "/sys/fs/cgroup/unified";
 
 /// The unit's cgroup below [`ROOT`], as systemd names it (its
 /// `ControlGroup` property): every tenant unit runs in `openclaw.slice`.
@@ -20,6 +22,16 @@ pub fn unit_path(unit: &str) -> String {
 /// The unit's cgroup directory.
 pub fn unit_dir(unit: &str) -> PathBuf {
     PathBuf::from(format!("{ROOT}{}", unit_path(unit)))
+}
+
+/// The directory of the cgroup systemd names `control_group` (its
+/// `ControlGroup` property) on this host: under [`ROOT`] on cgroup v2, or
+/// under the unified hierarchy of a hybrid host; `None` if neither has it.
+pub fn existing_dir(control_group: &str) -> Option<PathBuf> {
+    [ROOT, HYBRID_UNIFIED]
+        .iter()
+        .map(|base| PathBuf::from(format!("{base}{control_group}")))
+        .find(|p| p.join("cgroup.procs").is_file())
 }
 
 /// The figures systemd reports for a unit, as the kernel has them.

@@ -117,7 +117,7 @@ pub fn run(
         let cgroup = unit
             .as_ref()
             .filter(|u| u.is_active() && !u.control_group.is_empty())
-            .and_then(|u| cgroup_dir(&u.control_group));
+            .and_then(|u| crate::cgroup::existing_dir(&u.control_group));
         tenants.push(Tenant {
             record: r.clone(),
             account,
@@ -197,13 +197,4 @@ fn verb(probe: &str) -> &'static str {
         "bind" => "bind",
         _ => "connect to",
     }
-}
-
-/// The unit's cgroup directory on this host (cgroup v2, or the unified
-/// hierarchy of a hybrid host).
-fn cgroup_dir(control_group: &str) -> Option<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .iter()
-        .map(|base| PathBuf::from(format!("{base}{control_group}")))
-        .find(|p| p.join("cgroup.procs").is_file())
 }
