@@ -57,10 +57,13 @@ pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
     Ok(assemble(record, info, readiness))
 }
 
+/// Each step of one readiness probe in `status`, `list` and `metrics`.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Asks the gateway only when systemd says it runs.
 fn readiness(record: &Record, info: &UnitInfo) -> Readiness {
     if info.is_active() {
-        health::probe(record.port, Duration::from_millis(500))
+        health::probe(record.port, PROBE_TIMEOUT)
     } else {
         Readiness::Unreachable(format!("unit is {}", info.active_state))
     }
@@ -79,7 +82,7 @@ pub fn collect_many(sd: &dyn Systemd, records: &[Record]) -> Result<Vec<TenantSt
             .map(|rs| {
                 scope.spawn(move || {
                     rs.iter()
-                        .map(|r| health::probe(r.port, Duration::from_millis(500)))
+                        .map(|r| health::probe(r.port, PROBE_TIMEOUT))
                         .collect::<Vec<_>>()
                 })
             })
