@@ -87,33 +87,21 @@ fn measure(args: &[String]) {
 /// way here; this shows what the second costs on the same systemd and bus.
 fn dbus_reads(cgroup: bool) {
     use futures_util::StreamExt;
+    use ocusers::systemd::{RUNNING_SERVICE_PROPS, SERVICE_PROPS, UNIT_PROPS};
     use zbus::names::InterfaceName;
     const UNIT: &str = "org.freedesktop.systemd1.Unit";
     const SERVICE: &str = "org.freedesktop.systemd1.Service";
-    let props: &[(&str, &str)] = if cgroup {
-        &[
-            (UNIT, "UnitFileState"),
-            (UNIT, "ActiveEnterTimestamp"),
-            (SERVICE, "MainPID"),
-            (SERVICE, "NRestarts"),
-        ]
+    // The very lists `ocusers` reads (its states come from ListUnitsByNames).
+    let service = if cgroup {
+        RUNNING_SERVICE_PROPS
     } else {
-        &[
-            (UNIT, "UnitFileState"),
-            (UNIT, "ActiveEnterTimestamp"),
-            (SERVICE, "MainPID"),
-            (SERVICE, "NRestarts"),
-            (SERVICE, "Result"),
-            (SERVICE, "MemoryCurrent"),
-            (SERVICE, "MemoryHigh"),
-            (SERVICE, "MemoryMax"),
-            (SERVICE, "CPUUsageNSec"),
-            (SERVICE, "CPUQuotaPerSecUSec"),
-            (SERVICE, "TasksCurrent"),
-            (SERVICE, "TasksMax"),
-            (SERVICE, "ControlGroup"),
-        ]
+        SERVICE_PROPS
     };
+    let props: Vec<(&str, &str)> = UNIT_PROPS
+        .iter()
+        .map(|p| (UNIT, *p))
+        .chain(service.iter().map(|p| (SERVICE, *p)))
+        .collect();
     let units: Vec<String> = std::fs::read_dir("/var/lib/ocusers/tenants")
         .expect("the registry")
         .filter_map(|e| {
@@ -133,7 +121,7 @@ fn dbus_reads(cgroup: bool) {
             .into_iter()
             .map(|u| u.6)
             .collect();
-        let conn = &conn;
+        let (conn, props) = (&conn, &props);
         let reads = paths.into_iter().map(|path| async move {
             let p = zbus::fdo::PropertiesProxy::builder(conn)
                 .destination("org.freedesktop.systemd1")
@@ -152,7 +140,7 @@ fn dbus_reads(cgroup: bool) {
             zbus::Result::Ok(())
         });
         let done: Vec<_> = futures_util::stream::iter(reads)
-            .buffered(96 / props.len())
+            .buffered(ocusers::systemd::MAX_PENDING_READS / props.len())
             .collect()
             .await;
         done.into_iter().collect::<zbus::Result<Vec<()>>>()

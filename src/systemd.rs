@@ -128,13 +128,15 @@ fn bind_variant(ranges: &[PortRange]) -> OwnedVariant {
 /// Property reads [`Systemd::units`] keeps in flight at once: dbus-daemon
 /// allows a connection 128 pending replies on the system bus (more fail
 /// with `LimitsExceeded`); leave room.
-const MAX_PENDING_READS: usize = 96;
+pub const MAX_PENDING_READS: usize = 96;
 /// The unit's states, which `ListUnitsByNames` also gives.
 const STATE_PROPS: &[&str] = &["LoadState", "ActiveState", "SubState"];
-const UNIT_PROPS: &[&str] = &["UnitFileState", "ActiveEnterTimestamp"];
+/// Read from the Unit interface besides the states.
+pub const UNIT_PROPS: &[&str] = &["UnitFileState", "ActiveEnterTimestamp"];
 /// What a running unit's cgroup does not tell (see [`crate::cgroup`]).
-const RUNNING_SERVICE_PROPS: &[&str] = &["MainPID", "NRestarts"];
-const SERVICE_PROPS: &[&str] = &[
+pub const RUNNING_SERVICE_PROPS: &[&str] = &["MainPID", "NRestarts"];
+/// Read from the Service interface of a unit not read from its cgroup.
+pub const SERVICE_PROPS: &[&str] = &[
     "MainPID",
     "NRestarts",
     "Result",
