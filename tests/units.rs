@@ -86,7 +86,21 @@ fn template_sandbox() {
     assert!(values(&u, "SystemCallFilter").contains(&"~@privileged @resources"));
     // Other tenants' state directories are not even visible by name.
     assert_eq!(values(&u, "TemporaryFileSystem"), ["/var/lib/openclaw:ro"]);
-    assert!(values(&u, "InaccessiblePaths")[0].contains("/etc/ocusers"));
+    // The admin's files: secrets, registry, archives and backups of every
+    // tenant (only the runtimes under /var/lib/ocusers stay visible).
+    for path in [
+        "/etc/ocusers",
+        "/var/lib/ocusers/tenants",
+        "/var/lib/ocusers/archive",
+        "/var/lib/ocusers/backups",
+    ] {
+        assert!(
+            values(&u, "InaccessiblePaths")[0]
+                .split_whitespace()
+                .any(|p| p.trim_start_matches('-') == path),
+            "{path} not in InaccessiblePaths"
+        );
+    }
     // Known to break the real gateway (README, "Sandbox"): must stay off.
     assert!(
         values(&u, "RestrictSUIDSGID").is_empty(),
