@@ -67,6 +67,10 @@ const RESERVED: &[&str] = &[
     "runtimes",
     "by-tenant",
     "archive",
+    // Words the CLI reads where a tenant name may stand: `ocusers backup
+    // verify FILE`, `ocusers backup help`.
+    "verify",
+    "help",
 ];
 
 /// A validated tenant name: a DNS label that also makes a valid Linux user

@@ -85,6 +85,8 @@ fn bad_tenant_names_are_refused_and_change_nothing() {
         ("admin", "reserved"),
         ("www", "reserved"),
         ("oc", "reserved"),
+        ("verify", "reserved"),
+        ("help", "reserved"),
         ("oc-alice", "reserved"),
     ];
     for (name, why) in bad {
