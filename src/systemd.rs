@@ -52,8 +52,9 @@ pub trait Systemd {
     fn start(&self, unit: &str) -> Result<()>;
     fn stop(&self, unit: &str) -> Result<()>;
     fn restart(&self, unit: &str) -> Result<()>;
-    /// Persistent (`runtime=false`) resource properties.
-    fn set_limits(&self, unit: &str, limits: &Limits) -> Result<()>;
+    /// Persistent (`runtime=false`) resource limits and `SocketBindAllow=`/
+    /// `SocketBindDeny=` lists (replacing earlier ones), in one call.
+    fn set_limits_and_bind(&self, unit: &str, limits: &Limits, bind: &SocketBind) -> Result<()>;
     fn reset_failed(&self, unit: &str) -> Result<()>;
     /// `ActiveState` of any kind of unit (a socket, a proxy's service).
     fn active_state(&self, unit: &str) -> Result<String>;
@@ -64,12 +65,6 @@ pub trait Systemd {
     /// The unit's `SocketBindAllow=` and `SocketBindDeny=` lists.
     fn socket_bind(&self, unit: &str) -> Result<SocketBind> {
         anyhow::bail!("reading SocketBindAllow= of {unit} is not supported here")
-    }
-    /// Persistent (`runtime=false`) `SocketBindAllow=`/`SocketBindDeny=`,
-    /// replacing earlier lists.
-    fn set_socket_bind(&self, unit: &str, bind: &SocketBind) -> Result<()> {
-        let _ = bind;
-        anyhow::bail!("setting SocketBindAllow= on {unit} is not supported here")
     }
 }
 
@@ -486,18 +481,11 @@ impl Systemd for DbusSystemd {
             .with_context(|| format!("restarting {unit}"))
     }
 
-    fn set_limits(&self, unit: &str, limits: &Limits) -> Result<()> {
-        let props: Vec<(String, OwnedVariant)> = vec![
-            ("MemoryHigh".into(), OwnedVariant::from(limits.memory_high)),
-            ("MemoryMax".into(), OwnedVariant::from(limits.memory_max)),
-            (
-                "CPUQuotaPerSecUSec".into(),
-                OwnedVariant::from(limits.cpu_quota_per_sec_usec),
-            ),
-            ("TasksMax".into(), OwnedVariant::from(limits.tasks_max)),
-        ];
-        self.set_properties(unit, props)
-            .with_context(|| format!("setting resource limits on {unit}"))
+    fn set_limits_and_bind(&self, unit: &str, limits: &Limits, bind: &SocketBind) -> Result<()> {
+        self.set_properties(unit, limits_and_bind_props(limits, bind))
+            .with_context(|| {
+                format!("setting resource limits and SocketBindAllow=/SocketBindDeny= on {unit}")
+            })
     }
 
     fn reset_failed(&self, unit: &str) -> Result<()> {
@@ -547,22 +535,100 @@ impl Systemd for DbusSystemd {
         })
         .with_context(|| format!("reading SocketBindAllow= of {unit} from systemd"))
     }
+}
 
-    fn set_socket_bind(&self, unit: &str, bind: &SocketBind) -> Result<()> {
+/// The properties [`Systemd::set_limits_and_bind`] sets, in the order of
+/// the drop-ins systemd writes for them in
+/// /etc/systemd/system.control/UNIT.d/ (`50-CPUQuota.conf`, ...,
+/// `50-TasksMax.conf`). systemd 252 (Debian 12) adds each new drop-in to
+/// the unit's list in the order it writes them, and `NeedDaemonReload`
+/// compares that list with the sorted one it finds on disk (systemd#35710,
+/// fixed upstream in 2026 by #40355). Written in any other order, every
+/// `systemctl status openclaw@NAME` after `add` told the operator to run
+/// `systemctl daemon-reload`; so both sets go in one call, sorted.
+fn limits_and_bind_props(limits: &Limits, bind: &SocketBind) -> Vec<(String, OwnedVariant)> {
+    vec![
+        (
+            "CPUQuotaPerSecUSec".into(),
+            OwnedVariant::from(limits.cpu_quota_per_sec_usec),
+        ),
+        ("MemoryHigh".into(), OwnedVariant::from(limits.memory_high)),
+        ("MemoryMax".into(), OwnedVariant::from(limits.memory_max)),
         // An empty list resets; the next one is then the whole list.
-        let props: Vec<(String, OwnedVariant)> = vec![
-            ("SocketBindAllow".into(), bind_variant(&[])),
-            ("SocketBindAllow".into(), bind_variant(&bind.allow)),
-            ("SocketBindDeny".into(), bind_variant(&[])),
-            ("SocketBindDeny".into(), bind_variant(&bind.deny)),
-        ];
-        self.set_properties(unit, props)
-            .with_context(|| format!("setting SocketBindAllow=/SocketBindDeny= on {unit}"))
-    }
+        ("SocketBindAllow".into(), bind_variant(&[])),
+        ("SocketBindAllow".into(), bind_variant(&bind.allow)),
+        ("SocketBindDeny".into(), bind_variant(&[])),
+        ("SocketBindDeny".into(), bind_variant(&bind.deny)),
+        ("TasksMax".into(), OwnedVariant::from(limits.tasks_max)),
+    ]
 }
 
 impl UnitInfo {
     pub fn is_active(&self) -> bool {
         self.active_state == "active" || self.active_state == "reloading"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_bind_are_written_in_drop_in_order() {
+        let limits = Limits {
+            memory_high: 1 << 30,
+            memory_max: 2 << 30,
+            cpu_quota_per_sec_usec: 500_000,
+            tasks_max: 256,
+        };
+        let bind = SocketBind {
+            allow: vec![PortRange {
+                first: 10_000,
+                last: 10_127,
+            }],
+            deny: vec![PortRange {
+                first: 10_000,
+                last: 60_999,
+            }],
+        };
+        let props = limits_and_bind_props(&limits, &bind);
+        // The file systemd writes for each, as in the golden
+        // tests/golden/system.control-openclaw@alice.service.d.txt.
+        let files: Vec<String> = props
+            .iter()
+            .map(|(p, _)| match p.as_str() {
+                "CPUQuotaPerSecUSec" => "50-CPUQuota.conf".to_string(),
+                p => format!("50-{p}.conf"),
+            })
+            .collect();
+        let mut sorted = files.clone();
+        sorted.sort();
+        assert_eq!(files, sorted, "written out of drop-in order");
+        sorted.dedup();
+        assert_eq!(
+            sorted,
+            [
+                "50-CPUQuota.conf",
+                "50-MemoryHigh.conf",
+                "50-MemoryMax.conf",
+                "50-SocketBindAllow.conf",
+                "50-SocketBindDeny.conf",
+                "50-TasksMax.conf"
+            ]
+        );
+        let value = |name: &str| {
+            props
+                .iter()
+                .rev()
+                .find(|(p, _)| p == name)
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        assert_eq!(u64::try_from(value("CPUQuotaPerSecUSec")).unwrap(), 500_000);
+        assert_eq!(u64::try_from(value("MemoryMax")).unwrap(), 2 << 30);
+        assert_eq!(u64::try_from(value("TasksMax")).unwrap(), 256);
+        let mut m = HashMap::new();
+        m.insert("SocketBindAllow".to_string(), value("SocketBindAllow"));
+        assert_eq!(bind_items(&m, "SocketBindAllow"), bind.allow);
     }
 }

@@ -147,7 +147,12 @@ impl ocusers::systemd::Systemd for FixedSystemd {
     fn restart(&self, _: &str) -> anyhow::Result<()> {
         unreachable!()
     }
-    fn set_limits(&self, _: &str, _: &ocusers::policy::Limits) -> anyhow::Result<()> {
+    fn set_limits_and_bind(
+        &self,
+        _: &str,
+        _: &ocusers::policy::Limits,
+        _: &ocusers::systemd::SocketBind,
+    ) -> anyhow::Result<()> {
         unreachable!()
     }
     fn reset_failed(&self, _: &str) -> anyhow::Result<()> {

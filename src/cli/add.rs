@@ -523,29 +523,40 @@ impl<'a> Ctx<'a> {
 
         let unit = self.unit.as_str();
         // Closed before the gateway first starts: other tenants cannot bind
-        // this block, nor connect to it (see src/firewall.rs).
+        // this block, nor connect to it (see src/firewall.rs). The bind lists
+        // and the limits go in one call, in drop-in order (see
+        // `systemd::limits_and_bind_props`): in two, systemd 252 would flag
+        // the unit as needing a daemon-reload.
         let bind = crate::isolation::socket_bind_for(self.cfg, r);
         let bind_check = bind.clone();
+        let l = self.limits;
         plan.push(
             Step::new(
                 format!(
-                    "restrict bind() in {unit} to its own ports (SocketBindAllow={} SocketBindDeny={})",
-                    bind.allow[0], bind.deny[0]
+                    "restrict bind() in {unit} to its own ports (SocketBindAllow={} SocketBindDeny={}) and set limits of tier {}{} (MemoryHigh={} MemoryMax={} CPUQuota={}% TasksMax={})",
+                    bind.allow[0],
+                    bind.deny[0],
+                    self.tier.name,
+                    if r.limits.is_empty() { "" } else { " with overrides" },
+                    l.memory_high,
+                    l.memory_max,
+                    l.cpu_quota_per_sec_usec / 10_000,
+                    l.tasks_max
                 ),
                 move || {
-                    Ok(self.sd.socket_bind(unit)? == bind_check
+                    let u = self.sd.unit(unit)?;
+                    Ok(u.memory_high == Some(l.memory_high)
+                        && u.memory_max == Some(l.memory_max)
+                        && u.cpu_quota_per_sec_usec == Some(l.cpu_quota_per_sec_usec)
+                        && u.tasks_max == Some(l.tasks_max)
+                        && self.sd.socket_bind(unit)? == bind_check
                         && p.unit_control_dir(unit)
                             .join("50-SocketBindAllow.conf")
                             .is_file())
                 },
-                move || self.sd.set_socket_bind(unit, &bind),
+                move || self.sd.set_limits_and_bind(unit, &l, &bind),
             )
-            .revert(move || {
-                for f in ["50-SocketBindAllow.conf", "50-SocketBindDeny.conf"] {
-                    crate::fsutil::remove_file(&p.unit_control_dir(unit).join(f))?;
-                }
-                Ok(())
-            }),
+            .revert(move || crate::fsutil::remove_tree(&p.unit_control_dir(unit))),
         );
         let cfg = self.cfg;
         plan.push(
@@ -569,31 +580,6 @@ impl<'a> Ctx<'a> {
                 move || crate::firewall::sync(p, cfg, None),
             )
             .revert(move || crate::firewall::sync(p, cfg, Some(name))),
-        );
-
-        let l = self.limits;
-        plan.push(
-            Step::new(
-                format!(
-                    "set limits of tier {}{} on {unit} (MemoryHigh={} MemoryMax={} CPUQuota={}% TasksMax={})",
-                    self.tier.name,
-                    if r.limits.is_empty() { "" } else { " with overrides" },
-                    l.memory_high,
-                    l.memory_max,
-                    l.cpu_quota_per_sec_usec / 10_000,
-                    l.tasks_max
-                ),
-                move || {
-                    let u = self.sd.unit(unit)?;
-                    Ok(u.memory_high == Some(l.memory_high)
-                        && u.memory_max == Some(l.memory_max)
-                        && u.cpu_quota_per_sec_usec == Some(l.cpu_quota_per_sec_usec)
-                        && u.tasks_max == Some(l.tasks_max)
-                        && p.unit_control_dir(unit).is_dir())
-                },
-                move || self.sd.set_limits(unit, &l),
-            )
-            .revert(move || crate::fsutil::remove_tree(&p.unit_control_dir(unit))),
         );
 
         plan.push(

@@ -533,7 +533,14 @@ pub fn apply_converges_and_prunes(fx: &Fixture) -> R {
         ap_a_env.contains("NODE_OPTIONS=--max-old-space-size=2048"),
         || ap_a_env.clone(),
     )?;
-    // alice's new limit is live: same process, no daemon-reload pending.
+    // alice's new limit is live: same process, no daemon-reload pending,
+    // on her and on the tenants apply created and changed.
+    for unit in ["alice", "ap-a", "ap-b", "ap-c"].map(|t| format!("openclaw@{t}.service")) {
+        let reload = show(c, &unit, "NeedDaemonReload")?;
+        ensure(reload == "no", || {
+            format!("{unit}: NeedDaemonReload={reload} after apply")
+        })?;
+    }
     let (max, pid) = (
         show_u64(c, "openclaw@alice.service", "MemoryMax")?,
         show(c, "openclaw@alice.service", "MainPID")?,

@@ -515,6 +515,15 @@ pub fn status_json_matches_systemd(fx: &Fixture) -> R {
             t["main_pid"].as_u64() == Some(u64::from(fx.main_pid(name)?)),
             || format!("main pid: {t}"),
         )?;
+        // `add`'s drop-ins leave nothing for the operator to reload: no
+        // "changed on disk, run daemon-reload" in `systemctl status`.
+        let reload = fx.show(&unit, "NeedDaemonReload")?;
+        ensure(reload == "no", || {
+            format!(
+                "{unit}: NeedDaemonReload={reload} after add; drop-ins: {}",
+                fx.show(&unit, "DropInPaths").unwrap_or_default()
+            )
+        })?;
     }
     // The tier's limits as systemd persisted them (SetUnitProperties with
     // runtime=false), compared with a golden file.

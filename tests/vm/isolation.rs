@@ -210,6 +210,15 @@ pub fn install_and_add_tenants(fx: &Fixture) -> R {
             format!("systemctl show openclaw@alice lacks {want}:\n{show}")
         })?;
     }
+    // Nothing for the operator to daemon-reload after add (systemd 257 too).
+    let reload = fx.ok(&format!(
+        "for t in {}; do echo \"$t $(prop $t NeedDaemonReload)\"; done",
+        TENANTS.join(" ")
+    ))?;
+    ensure(
+        reload.lines().count() == TENANTS.len() && reload.lines().all(|l| l.ends_with(" no")),
+        || format!("NeedDaemonReload after add:\n{reload}"),
+    )?;
     Ok(())
 }
 
