@@ -5,7 +5,9 @@
 //! (b) `ocusers status --json` (and `list`, `metrics`) at 10, 100 and 200 tenants;
 //! (c) memory ocusers itself keeps on the host besides the gateways;
 //! (d) the D-Bus part of `status` at 200 tenants, with and without a
-//!     cgroup v2 host's files (this machine's containers have none).
+//!     cgroup v2 host's files (this machine's containers have none);
+//! (e) with `vm` (bench/vm.rs): `status` at 200 tenants on cgroup v2, in
+//!     the VM tier's qemu guest, from the cgroup files and over D-Bus only.
 //!
 //! Runs in a fresh Debian 12 systemd-nspawn container (real systemd, D-Bus,
 //! useradd; the system tier's harness, tests/system/container.rs) with its
@@ -19,8 +21,11 @@
 //! wait4(), so no shell or nsenter start-up is counted.
 #[path = "../tests/system/container.rs"]
 mod container;
+#[path = "../tests/vm/guest.rs"]
+mod guest;
 #[path = "../tests/support/stub_runtime.rs"]
 mod stub_runtime;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,8 +49,13 @@ fn main() {
         dbus_reads(args.get(2).map(String::as_str) == Some("cgroup"));
         return;
     }
-    // `cargo bench` passes --bench; nothing else is expected.
-    if let Err(e) = run() {
+    // `cargo bench` passes --bench; `vm` (bench/run vm) asks for the VM part.
+    let result = if args.iter().any(|a| a == "vm") {
+        deb().and_then(vm::run)
+    } else {
+        run()
+    };
+    if let Err(e) = result {
         eprintln!("bench failed: {e}");
         std::process::exit(1);
     }
