@@ -48,19 +48,11 @@ pub fn run(deb: PathBuf) -> Result<(), String> {
         ],
     )?;
     let sh = |script: &str, secs: u64| {
-        let out = vm.sh_timeout(
+        vm.sh_timeout(
             &format!("set -eu\nexport PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{script}"),
             Duration::from_secs(secs),
-        );
-        if out.ok() {
-            Ok(out.stdout)
-        } else {
-            Err(format!(
-                "in the guest:\n{}\nfailed: {}",
-                script.trim(),
-                out.describe()
-            ))
-        }
+        )
+        .stdout_of(script)
     };
     sh(
         &format!(

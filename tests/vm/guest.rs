@@ -301,6 +301,18 @@ impl GuestOutput {
     pub fn ok(&self) -> bool {
         self.rc == 0
     }
+    /// stdout if `script` succeeded, else an error that quotes it.
+    pub fn stdout_of(self, script: &str) -> Result<String, String> {
+        if self.ok() {
+            Ok(self.stdout)
+        } else {
+            Err(format!(
+                "in the guest:\n{}\nfailed: {}",
+                script.trim(),
+                self.describe()
+            ))
+        }
+    }
     pub fn describe(&self) -> String {
         format!(
             "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",

@@ -89,16 +89,7 @@ impl Fixture {
     }
 
     fn ok(&self, script: &str) -> Result<String, String> {
-        let out = self.run(script);
-        if out.ok() {
-            Ok(out.stdout)
-        } else {
-            Err(format!(
-                "in the guest:\n{}\nfailed: {}",
-                script.trim(),
-                out.describe()
-            ))
-        }
+        self.run(script).stdout_of(script)
     }
 
     fn json(&self, script: &str) -> Result<Value, String> {
