@@ -175,6 +175,38 @@ impl DbusSystemd {
         })
     }
 
+    /// After enabling or disabling: a daemon-reload if systemd now asks for
+    /// one. From 255 on (Debian 13's 257), any unit-file change over D-Bus
+    /// marks every unit on the host `NeedDaemonReload=yes` until the next
+    /// reload (its `unit_file_state_outdated`), so `systemctl status` of any
+    /// unit would say "changed on disk, run daemon-reload"; `systemctl
+    /// enable` and `disable` reload right after for that reason. 252 has no
+    /// such mark, and `add` leaves its units unflagged there (see
+    /// [`limits_and_bind_props`]), so the reload costs nothing there.
+    fn reload_if_asked(&self, unit: &str) -> Result<()> {
+        let asked = zbus::block_on(async {
+            let path = self.manager().await?.load_unit(unit.into()).await?;
+            let u = self
+                .get_some(
+                    &path,
+                    "org.freedesktop.systemd1.Unit",
+                    &["NeedDaemonReload"],
+                )
+                .await?;
+            anyhow::Ok(
+                u.get("NeedDaemonReload")
+                    .and_then(|v| bool::try_from(v).ok())
+                    .unwrap_or(false),
+            )
+        })
+        .with_context(|| format!("reading NeedDaemonReload of {unit}"))?;
+        if asked {
+            tracing::debug!("{unit}: systemd asks for a daemon-reload; reloading");
+            self.daemon_reload()?;
+        }
+        Ok(())
+    }
+
     /// The manager proxy without a property cache: a cached proxy fetches
     /// all of the manager's properties and subscribes to their changes
     /// first, a round trip ocusers never needs.
@@ -454,7 +486,8 @@ impl Systemd for DbusSystemd {
                 .await?;
             anyhow::Ok(())
         })
-        .with_context(|| format!("enabling {unit}"))
+        .with_context(|| format!("enabling {unit}"))?;
+        self.reload_if_asked(unit)
     }
 
     fn disable(&self, unit: &str) -> Result<()> {
@@ -465,7 +498,8 @@ impl Systemd for DbusSystemd {
                 .await?;
             anyhow::Ok(())
         })
-        .with_context(|| format!("disabling {unit}"))
+        .with_context(|| format!("disabling {unit}"))?;
+        self.reload_if_asked(unit)
     }
 
     fn start(&self, unit: &str) -> Result<()> {

@@ -584,7 +584,7 @@ impl<'a> Ctx<'a> {
 
         plan.push(
             Step::new(
-                format!("enable {unit} (wanted by openclaw.target)"),
+                format!("enable {unit} (wanted by openclaw.target; daemon-reload if systemd then asks for one, as `systemctl enable` does)"),
                 move || Ok(self.sd.unit_file_state(unit)? == "enabled"),
                 move || self.sd.enable(unit),
             )

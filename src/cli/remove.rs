@@ -161,7 +161,7 @@ fn add_steps<'a>(
         },
     ));
     plan.push(Step::new(
-        format!("disable {unit}"),
+        format!("disable {unit} (daemon-reload if systemd then asks for one, as `systemctl disable` does)"),
         move || Ok(sd.unit_file_state(unit)? != "enabled"),
         move || {
             sd.disable(unit)?;

@@ -201,7 +201,8 @@ pub fn install_and_add_tenants(fx: &Fixture) -> R {
             format!("systemctl show openclaw@alice lacks {want}:\n{show}")
         })?;
     }
-    // Nothing for the operator to daemon-reload after add (systemd 257 too).
+    // Nothing for the operator to daemon-reload after add: on systemd 257
+    // enabling flags every unit until a reload, which add then does.
     let reload = fx.ok(&format!(
         "for t in {}; do echo \"$t $(prop $t NeedDaemonReload)\"; done",
         TENANTS.join(" ")
@@ -791,12 +792,17 @@ pub fn remove_drops_rules(fx: &Fixture) -> R {
     let out = fx.ok("ocusers remove carol --purge >/dev/null
          echo file=$(grep -c 'carol' /var/lib/ocusers/firewall.nft)
          echo loaded=$(nft list table inet ocusers | grep -c 'carol')
-         echo others=$(nft list table inet ocusers | grep -c 'comment')")?;
+         echo others=$(nft list table inet ocusers | grep -c 'comment')
+         # disable, like enable, leaves no daemon-reload pending (systemd 257)
+         echo reload=$(prop alice NeedDaemonReload)")?;
     let f = fields(&out);
     ensure(
         f.get("file").map(String::as_str) == Some("0")
             && f.get("loaded").map(String::as_str) == Some("0")
             && f.get("others").map(String::as_str) == Some("6"),
         || format!("carol's rules are still there, or others went:\n{out}"),
-    )
+    )?;
+    ensure(f.get("reload").map(String::as_str) == Some("no"), || {
+        format!("NeedDaemonReload after remove:\n{out}")
+    })
 }
