@@ -147,6 +147,10 @@ pub const SERVICE_PROPS: &[&str] = &[
 
 pub struct DbusSystemd {
     conn: Connection,
+    /// Set by [`DbusSystemd::defer_reloads`]: a daemon-reload that enabling
+    /// or disabling asks for waits for [`DbusSystemd::finish_reloads`].
+    defer_reloads: std::cell::Cell<bool>,
+    reload_pending: std::cell::Cell<bool>,
 }
 
 impl DbusSystemd {
@@ -154,7 +158,11 @@ impl DbusSystemd {
         let conn = zbus::block_on(Connection::system()).context(
             "cannot reach systemd over the system D-Bus (ocusers needs systemd as PID 1 and dbus running)",
         )?;
-        Ok(DbusSystemd { conn })
+        Ok(DbusSystemd {
+            conn,
+            defer_reloads: Default::default(),
+            reload_pending: Default::default(),
+        })
     }
 
     /// systemd's version string, like `252.39-1~deb12u1`.
@@ -200,8 +208,28 @@ impl DbusSystemd {
             )
         })
         .with_context(|| format!("reading NeedDaemonReload of {unit}"))?;
-        if asked {
+        if asked && self.defer_reloads.get() {
+            self.reload_pending.set(true);
+        } else if asked {
             tracing::debug!("{unit}: systemd asks for a daemon-reload; reloading");
+            self.daemon_reload()?;
+        }
+        Ok(())
+    }
+
+    /// For a command that enables or disables many units (`apply`): one
+    /// daemon-reload at the end, from [`DbusSystemd::finish_reloads`],
+    /// instead of one a unit. A reload re-reads every unit on the host.
+    pub fn defer_reloads(&self) {
+        self.defer_reloads.set(true);
+    }
+
+    /// The daemon-reload deferred since [`DbusSystemd::defer_reloads`], if
+    /// systemd asked for one.
+    pub fn finish_reloads(&self) -> Result<()> {
+        self.defer_reloads.set(false);
+        if self.reload_pending.replace(false) {
+            tracing::debug!("systemd asked for a daemon-reload; reloading once");
             self.daemon_reload()?;
         }
         Ok(())

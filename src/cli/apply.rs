@@ -261,6 +261,28 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
     }
 
     println!("applying:");
+    // One daemon-reload after all tenants, not one per enabled unit; done
+    // even when a tenant fails, so nothing is left pending for the operator.
+    sd.defer_reloads();
+    let result = apply_plans(plans, &todo, &file);
+    let reload = sd.finish_reloads();
+    let (applied, tenants) = result?;
+    reload?;
+    println!("applied {applied} steps to {tenants} tenants");
+    if args.no_start {
+        println!("gateways were not started or restarted (--no-start)");
+    }
+    Ok(())
+}
+
+type Todo = Vec<(String, String, Vec<String>)>;
+
+/// Applies the tenants' plans in order; (steps applied, tenants changed).
+fn apply_plans(
+    plans: Vec<(String, String, Plan)>,
+    todo: &Todo,
+    file: &str,
+) -> Result<(usize, usize)> {
     let mut applied = 0;
     let mut tenants = 0;
     for (name, _, plan) in plans {
@@ -287,11 +309,7 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
             println!("  {name}: {s} {ALREADY_DONE}");
         }
     }
-    println!("applied {applied} steps to {tenants} tenants");
-    if args.no_start {
-        println!("gateways were not started or restarted (--no-start)");
-    }
-    Ok(())
+    Ok((applied, tenants))
 }
 
 fn print_kept(kept: &[&Record], file: &str) {
