@@ -214,6 +214,34 @@ pub fn install_and_add_tenants(fx: &Fixture) -> R {
     Ok(())
 }
 
+/// `apply` on systemd 257: enabling a new tenant flags every unit until a daemon-reload, and
+/// apply reloads once, after all its tenants, not per unit. The file is the host's own export
+/// plus one tenant, who is removed again so later trials see the three.
+pub fn apply_reloads_once(fx: &Fixture) -> R {
+    let out = fx.ok(
+        "ocusers export > /tmp/apply.toml
+         printf '\n[tenants.dave]\ntier = \"vmtest\"\n' >> /tmp/apply.toml
+         OCUSERS_LOG=ocusers=debug ocusers apply /tmp/apply.toml --no-start >/tmp/apply.out 2>/tmp/apply.err \
+             || { cat /tmp/apply.out /tmp/apply.err; exit 1; }
+         echo reloads=$(grep -c 'reloading once' /tmp/apply.err)
+         echo per_unit=$(grep -c 'asks for a daemon-reload; reloading' /tmp/apply.err)
+         echo dave=$(prop dave NeedDaemonReload)
+         echo alice=$(prop alice NeedDaemonReload)
+         echo enabled=$(systemctl is-enabled openclaw@dave.service)
+         ocusers remove dave --purge >/dev/null",
+    )?;
+    let f = fields(&out);
+    let get = |k: &str| f.get(k).map(String::as_str);
+    ensure(
+        get("reloads") == Some("1")
+            && get("per_unit") == Some("0")
+            && get("dave") == Some("no")
+            && get("alice") == Some("no")
+            && get("enabled") == Some("enabled"),
+        || format!("apply on systemd 257:\n{out}"),
+    )
+}
+
 /// The guest is the configuration where every layer is enforced, and ocusers says so.
 pub fn layers_enforced_here(fx: &Fixture) -> R {
     let out = fx.ok(

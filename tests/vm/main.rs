@@ -26,6 +26,7 @@ const TRIALS: &[(&str, Check)] = &[
         "install_and_add_tenants",
         isolation::install_and_add_tenants,
     ),
+    ("apply_reloads_once", isolation::apply_reloads_once),
     ("layers_enforced_here", isolation::layers_enforced_here),
     (
         "status_reads_cgroup_like_systemd",
