@@ -25,6 +25,9 @@ pub fn readyz_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}/readyz")
 }
 
+/// Bytes a probe's connection buffers in each direction.
+const PROBE_BUFFER: usize = 4096;
+
 /// One probe; connecting, sending, and each of reading the answer's head
 /// and its body are bounded by `timeout`. Per step, not `timeout_global`:
 /// with a global timeout ureq resolves even `127.0.0.1` in a new thread, a
@@ -37,6 +40,11 @@ pub fn probe(port: u16, timeout: Duration) -> Readiness {
         .timeout_recv_response(t)
         .timeout_recv_body(t)
         .http_status_as_error(false)
+        // ureq's 128 KiB a direction would be zeroed for every probe (51 MB
+        // at 200 tenants in `status`); /readyz answers in a few hundred
+        // bytes, and the input buffer grows if ever needed.
+        .input_buffer_size(PROBE_BUFFER)
+        .output_buffer_size(PROBE_BUFFER)
         .build()
         .into();
     match agent.get(&readyz_url(port)).call() {
