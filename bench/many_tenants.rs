@@ -7,7 +7,9 @@
 //! (d) the D-Bus part of `status` at 200 tenants, with and without a
 //!     cgroup v2 host's files (this machine's containers have none);
 //! (e) with `vm` (bench/vm.rs): `status` at 200 tenants on cgroup v2, in
-//!     the VM tier's qemu guest, from the cgroup files and over D-Bus only.
+//!     the VM tier's qemu guest, from the cgroup files and over D-Bus only;
+//! (f) `status` at 200 tenants end to end the cgroup way in the container,
+//!     its cgroup v2 files stood in for by tmpfs (bench/two_ways.rs).
 //!
 //! Runs in a fresh Debian 12 systemd-nspawn container (real systemd, D-Bus,
 //! useradd; the system tier's harness, tests/system/container.rs) with its
@@ -25,6 +27,7 @@ mod container;
 mod guest;
 #[path = "../tests/support/stub_runtime.rs"]
 mod stub_runtime;
+mod two_ways;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -46,7 +49,7 @@ fn main() {
         return;
     }
     if args.get(1).map(String::as_str) == Some("dbus-reads") {
-        dbus_reads(args.get(2).map(String::as_str) == Some("cgroup"));
+        dbus_reads(args.get(2).map(String::as_str).unwrap_or("all"));
         return;
     }
     // `cargo bench` passes --bench; `vm` (bench/run vm) asks for the VM part.
@@ -95,12 +98,15 @@ fn measure(args: &[String]) {
 /// the 4 that a cgroup v2 host's files do not give. This host's containers
 /// have no cgroup v2 controllers, so `status` itself can only take the first
 /// way here; this shows what the second costs on the same systemd and bus.
-fn dbus_reads(cgroup: bool) {
+/// `getall` asks each unit for all its Unit and Service properties in two
+/// calls instead, the road `ocusers` did not take (see (d) in the report).
+fn dbus_reads(way: &str) {
     use futures_util::StreamExt;
     use ocusers::systemd::{RUNNING_SERVICE_PROPS, SERVICE_PROPS, UNIT_PROPS};
     use zbus::names::InterfaceName;
     const UNIT: &str = "org.freedesktop.systemd1.Unit";
     const SERVICE: &str = "org.freedesktop.systemd1.Service";
+    let (cgroup, getall) = (way == "cgroup", way == "getall");
     // The very lists `ocusers` reads (its states come from ListUnitsByNames).
     let service = if cgroup {
         RUNNING_SERVICE_PROPS
@@ -139,6 +145,15 @@ fn dbus_reads(cgroup: bool) {
                 .cache_properties(zbus::proxy::CacheProperties::No)
                 .build()
                 .await?;
+            if getall {
+                let (u, s) = futures_util::future::try_join(
+                    p.get_all(InterfaceName::from_static_str_unchecked(UNIT)),
+                    p.get_all(InterfaceName::from_static_str_unchecked(SERVICE)),
+                )
+                .await?;
+                assert!(u.len() + s.len() > 13);
+                return zbus::Result::Ok(());
+            }
             let gets = props.iter().map(|(iface, name)| {
                 let p = &p;
                 async move {
@@ -150,7 +165,7 @@ fn dbus_reads(cgroup: bool) {
             zbus::Result::Ok(())
         });
         let done: Vec<_> = futures_util::stream::iter(reads)
-            .buffered(ocusers::systemd::MAX_PENDING_READS / props.len())
+            .buffered(ocusers::systemd::MAX_PENDING_READS / if getall { 2 } else { props.len() })
             .collect()
             .await;
         done.into_iter().collect::<zbus::Result<Vec<()>>>()
@@ -400,6 +415,7 @@ fn run() -> Result<(), String> {
     // (d) The D-Bus part alone, both ways, by this binary (see dbus_reads).
     let (dbus13, _, dbus13_cpu) = b.read_cpu(&format!("{BENCH_BIN} dbus-reads all"))?;
     let (dbus4, _, dbus4_cpu) = b.read_cpu(&format!("{BENCH_BIN} dbus-reads cgroup"))?;
+    let (getall, _, getall_cpu) = b.read_cpu(&format!("{BENCH_BIN} dbus-reads getall"))?;
     let (list200, _) = b.read_times("ocusers list")?;
     let (metrics200, _) = b.read_times("ocusers metrics")?;
     let (add200_nowait, _) = (b.add_times("--no-wait")?, ());
@@ -496,12 +512,66 @@ fn run() -> Result<(), String> {
         fmt(&dbus4)
     ));
     report.push(format!("      {dbus4_cpu}"));
+    report.push(format!(
+        "   2 GetAll a unit (Unit + Service)    : {}",
+        fmt(&getall)
+    ));
+    report.push(format!("      {getall_cpu}"));
+
+    // (f) `status` the cgroup way, end to end, on this container's systemd,
+    // bus and gateways: only the kernel's cgroup files are stood in for.
+    let ways = two_ways::Ways {
+        section: "(f)",
+        setup: CGROUP_FILES_ON_TMPFS.into(),
+        private_is_cgroup: true,
+        cgroup_note: " (files laid out on tmpfs from systemd's limits and the gateways' /proc)",
+        dbus_note: " (the container's own /sys/fs/cgroup: no cgroup v2 controllers)",
+    };
+    let out = b.sh(&two_ways::script(&ways, REPS * 2, true))?;
+    report.push(
+        "(f) status at 200 tenants the cgroup way, end to end in this container: real systemd, bus and probes; the cgroup v2 files stood in for by tmpfs".into(),
+    );
+    report.extend(two_ways::report(&ways, 200, &out, true)?);
 
     println!("\n{}", report.join("\n"));
     b.sh("ocusers list >/dev/null")?;
     drop(b);
     Ok(())
 }
+
+/// For (f): what a cgroup v2 host's kernel shows each running tenant unit,
+/// laid out on a tmpfs over `/sys/fs/cgroup` (run in a private mount
+/// namespace). This host's kernel binds memory, cpu and pids to cgroup v1,
+/// so no container here has those files; `status` reads them the same way
+/// from tmpfs, one read a file. The limits are systemd's (`systemctl show`),
+/// the usage the gateway's own from /proc.
+const CGROUP_FILES_ON_TMPFS: &str = r#"mount -t tmpfs none /sys/fs/cgroup
+for f in /var/lib/ocusers/tenants/*.toml; do
+    u="openclaw@$(basename "$f" .toml).service"
+    d="/sys/fs/cgroup/openclaw.slice/$u"
+    mkdir -p "$d"
+    systemctl show -p MainPID -p MemoryHigh -p MemoryMax -p CPUQuotaPerSecUSec -p TasksMax "$u" |
+    awk -F= -v d="$d" '
+        function lim(v) { return v == "infinity" ? "max" : v }
+        { p[$1] = $2 }
+        END {
+            print lim(p["MemoryHigh"]) > (d "/memory.high")
+            print lim(p["MemoryMax"]) > (d "/memory.max")
+            print lim(p["TasksMax"]) > (d "/pids.max")
+            q = p["CPUQuotaPerSecUSec"]
+            if (q == "infinity") print "max 100000" > (d "/cpu.max")
+            else if (q ~ /^[0-9]+ms$/) printf "%d 100000\n", substr(q, 1, length(q) - 2) * 100 > (d "/cpu.max")
+            else if (q ~ /^[0-9]+s$/) printf "%d 100000\n", substr(q, 1, length(q) - 1) * 100000 > (d "/cpu.max")
+            else { print "CPUQuotaPerSecUSec " q " not understood" > "/dev/stderr"; exit 1 }
+            print p["MainPID"] > (d "/main.pid")
+        }'
+    pid=$(cat "$d/main.pid")
+    rm "$d/main.pid"
+    [ "$pid" -gt 0 ]
+    awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$pid/status" > "$d/memory.current"
+    awk '/^Threads:/ {print $2}' "/proc/$pid/status" > "$d/pids.current"
+    awk '{printf "usage_usec %d\nuser_usec %d\nsystem_usec %d\n", ($14 + $15) * 10000, $14 * 10000, $15 * 10000}' "/proc/$pid/stat" > "$d/cpu.stat"
+done"#;
 
 fn write(root: &Path, rel: &str, text: &str) -> Result<(), String> {
     let p = root.join(rel);

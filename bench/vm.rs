@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::guest::{self, Vm};
-use crate::{BENCH_BIN, REPS, fmt, median, stub_runtime};
+use crate::{BENCH_BIN, REPS, stub_runtime, two_ways};
 
 const TENANTS: usize = 200;
 const STUB_VERSION: &str = "0.0.0-stub";
@@ -121,11 +121,18 @@ EOF"
             1000,
         )?;
         let last = n == CHECKPOINTS[CHECKPOINTS.len() - 1];
+        let ways = two_ways::Ways {
+            section: "(e)",
+            setup: "mount -t tmpfs none /sys/fs/cgroup/openclaw.slice".into(),
+            private_is_cgroup: false,
+            cgroup_note: "",
+            dbus_note: " (empty tmpfs over /sys/fs/cgroup/openclaw.slice)",
+        };
         let out = sh(
-            &measure_script(if last { REPS * 2 } else { 10 }, last),
+            &two_ways::script(&ways, if last { REPS * 2 } else { 10 }, last),
             3600,
         )?;
-        let figures = report(n, &out, last)?;
+        let figures = two_ways::report(&ways, n, &out, last)?;
         eprintln!("{}", figures.join("\n"));
         lines.extend(figures);
     }
@@ -137,130 +144,3 @@ EOF"
 const CHECKPOINTS: [usize; 3] = [50, 100, TENANTS];
 /// Tenants one `apply` adds.
 const CHUNK: usize = 25;
-
-/// The guest script that times `status` both ways in turn, `runs` times
-/// each (and `list` and `metrics` from the cgroup files when `all`). The
-/// D-Bus-only mount namespace is held by a sleeper.
-fn measure_script(runs: usize, all: bool) -> String {
-    let extra = if all {
-        format!(
-            "for i in $(seq {REPS}); do one list-cgroup cg list; one metrics-cgroup cg metrics; done"
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "unshare -m --propagation private bash -c 'mount -t tmpfs none /sys/fs/cgroup/openclaw.slice && exec sleep infinity' &
-         sleeper=$!
-         trap 'kill $sleeper' EXIT
-         sleep 2
-         cg() {{ nsenter -t 1 -m \"$@\"; }}
-         bus() {{ nsenter -t $sleeper -m \"$@\"; }}
-         way() {{ OCUSERS_LOG=ocusers=debug \"$1\" ocusers status --json 2>&1 >/dev/null | grep -o '[0-9]* of [0-9]* units read from their cgroup'; }}
-         echo \"path cgroup $(way cg)\"
-         echo \"path dbus $(way bus)\"
-         t() {{ awk '{{print $14+$15}}' /proc/$1/stat; }}
-         d=$(pgrep -xo dbus-daemon || pgrep -xo dbus-broker)
-         one() {{
-             local s1 d1 s2 d2 m
-             s1=$(t 1); d1=$(t $d)
-             m=$(\"$2\" {BENCH_BIN} measure -- ocusers $3) || exit 1
-             s2=$(t 1); d2=$(t $d)
-             echo \"$1 $m $(( (s2-s1)*10 )) $(( (d2-d1)*10 ))\"
-         }}
-         cg ocusers status --json >/dev/null; bus ocusers status --json >/dev/null
-         for i in $(seq {runs}); do
-             one status-cgroup cg 'status --json'
-             one status-dbus bus 'status --json'
-         done
-         {extra}
-         echo \"load $(cut -d' ' -f1-3 /proc/loadavg)\"
-         echo \"systemd $(systemctl --version | head -1)\"
-         echo \"kernel $(uname -r)\"
-         echo \"gateways $(ps -eo rss=,comm= | awk '$2 == \"node\" {{n++; kb+=$1}} END {{printf \"%d %d\", n, kb}}')\""
-    )
-}
-
-/// One checkpoint's lines of the report from the guest's output: per label
-/// the wall times, and the median CPU of ocusers, systemd (PID 1) and the bus.
-fn report(n: usize, out: &str, all: bool) -> Result<Vec<String>, String> {
-    let mut rows: std::collections::BTreeMap<&str, Vec<[f64; 4]>> = Default::default();
-    let mut info: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-    for line in out.lines() {
-        let mut w = line.split_whitespace();
-        let Some(key) = w.next() else { continue };
-        let rest: Vec<&str> = w.collect();
-        if key.contains('-') {
-            // label wall_ms rss_kb cpu_ms systemd_ms bus_ms
-            let v: Vec<f64> = rest
-                .iter()
-                .map(|x| x.parse().map_err(|_| format!("bad line {line:?}")))
-                .collect::<Result<_, _>>()?;
-            if v.len() != 5 {
-                return Err(format!("bad line {line:?}"));
-            }
-            rows.entry(key).or_default().push([v[0], v[2], v[3], v[4]]);
-        } else {
-            info.entry(key).or_default().push(rest.join(" "));
-        }
-    }
-    let get = |k: &str, i: usize| {
-        info.get(k)
-            .and_then(|v| v.get(i))
-            .cloned()
-            .unwrap_or_default()
-    };
-    let figure = |label: &str| -> Result<(String, f64), String> {
-        let r = rows
-            .get(label)
-            .ok_or_else(|| format!("no {label} rows in:\n{out}"))?;
-        let col = |i: usize| median(&r.iter().map(|x| x[i]).collect::<Vec<_>>());
-        let wall: Vec<f64> = r.iter().map(|x| x[0]).collect();
-        Ok((
-            format!(
-                "{}\n      CPU per call (median): ocusers {:.0} ms, systemd {:.0} ms, bus {:.0} ms",
-                fmt(&wall),
-                col(1),
-                col(2),
-                col(3)
-            ),
-            median(&wall),
-        ))
-    };
-    let (cg, cg_ms) = figure("status-cgroup")?;
-    let (bus, bus_ms) = figure("status-dbus")?;
-    let gw = get("gateways", 0);
-    let mut gw = gw.split_whitespace();
-    let mut lines = vec![
-        format!(
-            "(e) status --json, {n} tenants ({}, kernel {}; {} gateways, {} KiB RSS), the two ways in turn",
-            get("systemd", 0),
-            get("kernel", 0),
-            gw.next().unwrap_or_default(),
-            gw.next().unwrap_or_default()
-        ),
-        format!("  from cgroup v2 files  : {cg}"),
-        format!("      read: {}", get("path", 0)),
-        format!("  over D-Bus only       : {bus}"),
-        format!(
-            "      read: {} (empty tmpfs over /sys/fs/cgroup/openclaw.slice)",
-            get("path", 1)
-        ),
-        format!(
-            "  cgroup way / D-Bus way: {:.2} (wall, medians); 1/5/15-min load in the guest after: {}",
-            cg_ms / bus_ms,
-            get("load", 0)
-        ),
-    ];
-    if all {
-        lines.push(format!(
-            "  list,    from cgroup  : {}",
-            figure("list-cgroup")?.0
-        ));
-        lines.push(format!(
-            "  metrics, from cgroup  : {}",
-            figure("metrics-cgroup")?.0
-        ));
-    }
-    Ok(lines)
-}
