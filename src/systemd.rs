@@ -192,22 +192,15 @@ impl DbusSystemd {
     /// such mark, and `add` leaves its units unflagged there (see
     /// [`limits_and_bind_props`]), so the reload costs nothing there.
     fn reload_if_asked(&self, unit: &str) -> Result<()> {
-        let asked = zbus::block_on(async {
-            let path = self.manager().await?.load_unit(unit.into()).await?;
-            let u = self
-                .get_some(
-                    &path,
-                    "org.freedesktop.systemd1.Unit",
-                    &["NeedDaemonReload"],
-                )
-                .await?;
-            anyhow::Ok(
-                u.get("NeedDaemonReload")
-                    .and_then(|v| bool::try_from(v).ok())
-                    .unwrap_or(false),
-            )
-        })
-        .with_context(|| format!("reading NeedDaemonReload of {unit}"))?;
+        let asked = zbus::block_on(self.props_of(
+            unit,
+            "org.freedesktop.systemd1.Unit",
+            &["NeedDaemonReload"],
+        ))
+        .with_context(|| format!("reading NeedDaemonReload of {unit}"))?
+        .get("NeedDaemonReload")
+        .and_then(|v| bool::try_from(v).ok())
+        .unwrap_or(false);
         if asked && self.defer_reloads.get() {
             self.reload_pending.set(true);
         } else if asked {
@@ -315,18 +308,15 @@ impl DbusSystemd {
         Ok(info)
     }
 
-    async fn get_all(
+    /// The named properties of `unit` (loaded if it is not), by name.
+    async fn props_of(
         &self,
-        path: &OwnedObjectPath,
+        unit: &str,
         interface: &'static str,
+        names: &[&str],
     ) -> Result<HashMap<String, OwnedVariant>> {
-        let props = zbus::fdo::PropertiesProxy::builder(&self.conn)
-            .destination("org.freedesktop.systemd1")
-            .path(path.clone())
-            .cache_properties(zbus::proxy::CacheProperties::No)
-            .build()
-            .await?;
-        Ok(props.get_all(InterfaceName::try_from(interface)?).await?)
+        let path = self.manager().await?.load_unit(unit.into()).await?;
+        self.get_some(&path, interface, names).await
     }
 
     async fn get_some(
@@ -566,12 +556,9 @@ impl Systemd for DbusSystemd {
     }
 
     fn active_state(&self, unit: &str) -> Result<String> {
-        zbus::block_on(async {
-            let path = self.manager().await?.load_unit(unit.into()).await?;
-            let u = self.get_all(&path, "org.freedesktop.systemd1.Unit").await?;
-            anyhow::Ok(string(&u, "ActiveState"))
-        })
-        .with_context(|| format!("reading the state of {unit} from systemd"))
+        zbus::block_on(self.props_of(unit, "org.freedesktop.systemd1.Unit", &["ActiveState"]))
+            .map(|u| string(&u, "ActiveState"))
+            .with_context(|| format!("reading the state of {unit} from systemd"))
     }
 
     fn reload(&self, unit: &str) -> Result<()> {
@@ -585,15 +572,14 @@ impl Systemd for DbusSystemd {
     }
 
     fn socket_bind(&self, unit: &str) -> Result<SocketBind> {
-        zbus::block_on(async {
-            let path = self.manager().await?.load_unit(unit.into()).await?;
-            let s = self
-                .get_all(&path, "org.freedesktop.systemd1.Service")
-                .await?;
-            anyhow::Ok(SocketBind {
-                allow: bind_items(&s, "SocketBindAllow"),
-                deny: bind_items(&s, "SocketBindDeny"),
-            })
+        zbus::block_on(self.props_of(
+            unit,
+            "org.freedesktop.systemd1.Service",
+            &["SocketBindAllow", "SocketBindDeny"],
+        ))
+        .map(|s| SocketBind {
+            allow: bind_items(&s, "SocketBindAllow"),
+            deny: bind_items(&s, "SocketBindDeny"),
         })
         .with_context(|| format!("reading SocketBindAllow= of {unit} from systemd"))
     }
