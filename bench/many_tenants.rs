@@ -205,9 +205,9 @@ impl Bench {
     /// machine the wall time says more about the load than about ocusers.
     fn once_cpu(&self, cmd: &str) -> Result<Measured, String> {
         let out = self.sh(&format!(
-            "t() {{ awk '{{print $14+$15}}' /proc/$1/stat; }}; d=$(pgrep -xo dbus-daemon); \
-             s1=$(t 1); d1=$(t $d); m=$({BENCH_BIN} measure -- {cmd}) || exit 1; s2=$(t 1); d2=$(t $d); \
-             echo \"$m $(( (s2-s1)*10 )) $(( (d2-d1)*10 )) $(cut -d' ' -f1 /proc/loadavg)\""
+            "{}\nm=$(measured {BENCH_BIN} measure -- {cmd}) || exit 1\n\
+             echo \"$m $(cut -d' ' -f1 /proc/loadavg)\"",
+            two_ways::MEASURED_SH
         ))?;
         let v: Vec<f64> = out
             .split_whitespace()

@@ -7,6 +7,20 @@
 //! part (f), where it lays them out.
 use crate::{BENCH_BIN, REPS, fmt, median};
 
+/// Shell that defines `measured CMD...`: runs CMD (the bench binary's
+/// `measure`, which prints `wall_ms rss_kb cpu_ms`) and adds the CPU that
+/// systemd (PID 1) and the bus daemon spent meanwhile, in ms from /proc (10 ms
+/// ticks). Exits the shell if CMD fails.
+pub const MEASURED_SH: &str = r#"t() { awk '{print $14+$15}' /proc/$1/stat; }
+d=$(pgrep -xo dbus-daemon || pgrep -xo dbus-broker)
+measured() {
+    local s1 d1 s2 d2 m
+    s1=$(t 1); d1=$(t $d)
+    m=$("$@") || exit 1
+    s2=$(t 1); d2=$(t $d)
+    echo "$m $(( (s2-s1)*10 )) $(( (d2-d1)*10 ))"
+}"#;
+
 /// How the two ways are set up on one host.
 pub struct Ways {
     /// "(e)" or "(f)".
@@ -52,14 +66,11 @@ pub fn script(ways: &Ways, runs: usize, all: bool) -> String {
          way() {{ OCUSERS_LOG=ocusers=debug \"$1\" ocusers status --json 2>&1 >/dev/null | grep -o '[0-9]* of [0-9]* units read from their cgroup'; }}
          echo \"path cgroup $(way cg)\"
          echo \"path dbus $(way bus)\"
-         t() {{ awk '{{print $14+$15}}' /proc/$1/stat; }}
-         d=$(pgrep -xo dbus-daemon || pgrep -xo dbus-broker)
+         {MEASURED_SH}
          one() {{
-             local s1 d1 s2 d2 m
-             s1=$(t 1); d1=$(t $d)
-             m=$(\"$2\" {BENCH_BIN} measure -- ocusers $3) || exit 1
-             s2=$(t 1); d2=$(t $d)
-             echo \"$1 $m $(( (s2-s1)*10 )) $(( (d2-d1)*10 ))\"
+             local m
+             m=$(measured \"$2\" {BENCH_BIN} measure -- ocusers $3) || exit 1
+             echo \"$1 $m\"
          }}
          cg ocusers status --json >/dev/null; bus ocusers status --json >/dev/null
          for i in $(seq {runs}); do
