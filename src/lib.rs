@@ -30,6 +30,7 @@ pub mod privilege;
 pub mod process;
 pub mod proxy;
 pub mod runtime;
+pub mod safefs;
 pub mod secrets;
 pub mod status;
 pub mod systemd;

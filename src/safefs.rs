@@ -1,0 +1,1444 @@
+//! Root's own work below a tenant's state directory, through file
+//! descriptors only (threat model, rules 1 and 2).
+//!
+//! The tenant owns everything under `/var/lib/openclaw/NAME` and can swap any
+//! name for a symlink, a FIFO, a hard link or a device between two of root's
+//! system calls. So root never hands the kernel a path string that reaches
+//! below the state directory: it opens the state directory once (beneath the
+//! root-owned parent, `O_NOFOLLOW | O_DIRECTORY`), then opens every child
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
+//! | RESOLVE_NO_XDEV)` and `O_NOFOLLOW`, and changes owners and modes with
+//! `fchown`/`fchmod` on the descriptor it checked with `fstat`. Names are byte
+//! strings ([`OsStr`]), never required to be UTF-8.
+//!
+//! What this refuses, with one line naming the path and the fix:
+//! - a symlink where root expects its own file or directory (never followed);
+//! - a FIFO, socket or device where it expects a regular file (never read, so
+//!   never blocks);
+//! - a regular file with more than one hard link, for a change of owner or
+//!   mode (it may be the same inode as a file outside the state);
+//! - a file bigger than the caller's cap, for a read.
+//!
+//! Walks ([`Dir::walk`]) are bounded in entries, depth and time and say when
+//! they were cut.
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2, readlinkat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, mkdirat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, fsync, unlinkat};
+
+/// The resolution every open below a state directory uses.
+fn beneath() -> ResolveFlag {
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
+        | ResolveFlag::RESOLVE_NO_XDEV
+}
+
+/// What a name below the state directory turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Regular,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+    Other,
+}
+
+impl Kind {
+    pub fn of(st: &FileStat) -> Kind {
+        match SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFREG => Kind::Regular,
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFLNK => Kind::Symlink,
+            SFlag::S_IFIFO => Kind::Fifo,
+            SFlag::S_IFSOCK => Kind::Socket,
+            SFlag::S_IFCHR => Kind::CharDevice,
+            SFlag::S_IFBLK => Kind::BlockDevice,
+            _ => Kind::Other,
+        }
+    }
+
+    /// "a symlink", "a FIFO", ...: for messages.
+    pub fn article(self) -> &'static str {
+        match self {
+            Kind::Regular => "a regular file",
+            Kind::Dir => "a directory",
+            Kind::Symlink => "a symlink",
+            Kind::Fifo => "a FIFO",
+            Kind::Socket => "a socket",
+            Kind::CharDevice => "a character device",
+            Kind::BlockDevice => "a block device",
+            Kind::Other => "an unknown kind of file",
+        }
+    }
+}
+
+/// Why root refused or failed to act below a state directory. Each renders
+/// as one line naming the path and, for a refusal, the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("`{path}` is {}, not {}: root will not follow or open it; {fix}", kind.article(), want.article())]
+    WrongKind {
+        path: PathBuf,
+        kind: Kind,
+        want: Kind,
+        fix: String,
+    },
+    #[error("`{path}` is a symlink or lies under one: root will not follow it; {fix}")]
+    Symlink { path: PathBuf, fix: String },
+    #[error(
+        "`{path}` is on another filesystem or outside its directory: root will not cross into it; {fix}"
+    )]
+    Escapes { path: PathBuf, fix: String },
+    #[error(
+        "`{path}` has {links} hard links: root will not change the owner or mode of a file that may also be outside the state directory; {fix}"
+    )]
+    HardLink {
+        path: PathBuf,
+        links: u64,
+        fix: String,
+    },
+    #[error(
+        "`{path}` is {size} bytes, more than the {cap} bytes root reads from tenant state; {fix}"
+    )]
+    TooBig {
+        path: PathBuf,
+        size: u64,
+        cap: u64,
+        fix: String,
+    },
+    #[error(
+        "`{path}` is mode {mode:04o} owned by uid {uid}: the parent of the state directories must be root's and not writable by others (`chown root: {path}; chmod 755 {path}`)"
+    )]
+    UntrustedParent { path: PathBuf, mode: u32, uid: u32 },
+    #[error("{what} `{path}`: {errno}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        errno: Errno,
+    },
+}
+
+impl FsError {
+    /// A refusal because of what the tenant put there (as opposed to an I/O
+    /// error).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, FsError::Io { .. })
+    }
+}
+
+type Result<T> = std::result::Result<T, FsError>;
+
+/// An owner for [`Dir::ensure_dir`] and [`Dir::write_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl From<&crate::identity::Account> for Owner {
+    fn from(a: &crate::identity::Account) -> Owner {
+        Owner {
+            uid: a.uid,
+            gid: a.gid,
+        }
+    }
+}
+
+/// A directory opened by descriptor: the state directory or one beneath it.
+/// `path` is only for messages; no system call uses it.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// The tenant whose state this is, for the fix in messages.
+    tenant: Option<String>,
+}
+
+/// A child's name must be one component: no `/`, not `.` or `..`, not empty.
+fn check_name(dir: &Path, name: &OsStr) -> Result<()> {
+    let b = name.as_bytes();
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        return Err(FsError::Io {
+            what: "invalid name below",
+            path: dir.join(name),
+            errno: Errno::EINVAL,
+        });
+    }
+    Ok(())
+}
+
+/// A relative path of normal components only.
+fn check_rel(dir: &Path, rel: &Path) -> Result<()> {
+    if rel.as_os_str().is_empty()
+        || rel.as_os_str().as_bytes().contains(&0)
+        || !rel.components().all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(FsError::Io {
+            what: "invalid path below",
+            path: dir.join(rel),
+            errno: Errno::EINVAL,
+        });
+    }
+    Ok(())
+}
+
+fn open_how(flags: OFlag, mode: u32, resolve: ResolveFlag) -> OpenHow {
+    // openat2 refuses (EINVAL) O_PATH with flags other than these.
+    let extra = if flags.contains(OFlag::O_PATH) {
+        OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW
+    } else {
+        OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NOCTTY
+    };
+    OpenHow::new()
+        .flags(flags | extra)
+        .mode(Mode::from_bits_truncate(mode))
+        .resolve(resolve)
+}
+
+/// A stat of what an `O_PATH` descriptor refers to.
+fn stat_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<FileStat> {
+    fstat(fd).map_err(|errno| FsError::Io {
+        what: "fstat",
+        path: path.to_path_buf(),
+        errno,
+    })
+}
+
+impl Dir {
+    /// Open a directory root owns, by path (the parent of the state
+    /// directories, `/var/lib/openclaw`): it must be a directory (not a
+    /// link), owned by the user running ocusers, and writable by nobody else.
+    pub fn open_trusted(path: &Path) -> Result<Dir> {
+        let fd = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| FsError::Io {
+            what: "opening",
+            path: path.to_path_buf(),
+            errno,
+        })?;
+        let st = stat_fd(fd.as_fd(), path)?;
+        if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
+            return Err(FsError::UntrustedParent {
+                path: path.to_path_buf(),
+                mode: st.st_mode & 0o7777,
+                uid: st.st_uid,
+            });
+        }
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+            tenant: None,
+        })
+    }
+
+    /// Open the state directory `parent/name` of `tenant`: `parent` as
+    /// [`Dir::open_trusted`], `name` beneath it, never through a link.
+    pub fn open_state(parent: &Path, name: &str) -> Result<Dir> {
+        let p = Dir::open_trusted(parent)?;
+        let mut d = p.open_child_dir(OsStr::new(name), false)?;
+        d.tenant = Some(name.to_string());
+        Ok(d)
+    }
+
+    /// Create (or repair) the state directory `parent/name`, owned by `owner`
+    /// with `mode`; `parent` must exist and be root's.
+    pub fn ensure_state(parent: &Path, name: &str, owner: Owner, mode: u32) -> Result<Dir> {
+        let p = Dir::open_trusted(parent)?;
+        let mut d = p.ensure_dir_inner(OsStr::new(name), owner, mode, false)?;
+        d.tenant = Some(name.to_string());
+        Ok(d)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// What the tenant should do about a file root refused.
+    pub fn fix_for(&self, path: &Path) -> String {
+        match &self.tenant {
+            Some(t) => format!(
+                "remove it as the tenant (`sudo ocusers exec {t} -- rm -r '{}'`) and re-run",
+                path.display()
+            ),
+            None => format!("remove `{}` and re-run", path.display()),
+        }
+    }
+
+    fn err(&self, rel: &Path, what: &'static str, errno: Errno) -> FsError {
+        let path = self.path.join(rel);
+        match errno {
+            Errno::ELOOP => FsError::Symlink {
+                fix: self.fix_for(&path),
+                path,
+            },
+            Errno::EXDEV => FsError::Escapes {
+                fix: self.fix_for(&path),
+                path,
+            },
+            errno => FsError::Io { what, path, errno },
+        }
+    }
+
+    fn wrong(&self, rel: &Path, kind: Kind, want: Kind) -> FsError {
+        let path = self.path.join(rel);
+        if kind == Kind::Symlink {
+            return FsError::Symlink {
+                fix: self.fix_for(&path),
+                path,
+            };
+        }
+        FsError::WrongKind {
+            fix: self.fix_for(&path),
+            path,
+            kind,
+            want,
+        }
+    }
+
+    fn child(&self, fd: OwnedFd, rel: &Path) -> Dir {
+        Dir {
+            fd,
+            path: self.path.join(rel),
+            tenant: self.tenant.clone(),
+        }
+    }
+
+    /// `openat2` beneath this directory.
+    fn open_beneath(&self, rel: &Path, flags: OFlag, mode: u32, xdev: bool) -> Result<OwnedFd> {
+        check_rel(&self.path, rel)?;
+        let mut resolve = beneath();
+        if !xdev {
+            resolve.remove(ResolveFlag::RESOLVE_NO_XDEV);
+        }
+        loop {
+            match openat2(self.fd.as_fd(), rel, open_how(flags, mode, resolve)) {
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(self.err(rel, "opening", errno)),
+                Ok(fd) => return Ok(fd),
+            }
+        }
+    }
+
+    /// What `rel` is, without following a link or opening a FIFO or
+    /// device (an `O_PATH` descriptor); `None` when it does not exist.
+    pub fn stat(&self, rel: &Path) -> Result<Option<FileStat>> {
+        match self.open_beneath(rel, OFlag::O_PATH, 0, true) {
+            Ok(fd) => stat_fd(fd.as_fd(), &self.path.join(rel)).map(Some),
+            Err(FsError::Io {
+                errno: Errno::ENOENT,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Open the directory `rel` beneath this one.
+    pub fn open_dir(&self, rel: &Path) -> Result<Dir> {
+        let fd = match self.open_beneath(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0, true) {
+            Err(FsError::Io {
+                errno: Errno::ENOTDIR,
+                ..
+            }) => {
+                let kind = self.stat(rel)?.map_or(Kind::Other, |st| Kind::of(&st));
+                return Err(self.wrong(rel, kind, Kind::Dir));
+            }
+            r => r?,
+        };
+        Ok(self.child(fd, rel))
+    }
+
+    fn open_child_dir(&self, name: &OsStr, xdev: bool) -> Result<Dir> {
+        check_name(&self.path, name)?;
+        let rel = Path::new(name);
+        match self.open_beneath(rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0, xdev) {
+            Ok(fd) => Ok(self.child(fd, rel)),
+            Err(FsError::Io {
+                errno: Errno::ENOTDIR,
+                ..
+            }) => {
+                let kind = self.stat(rel)?.map_or(Kind::Other, |st| Kind::of(&st));
+                Err(self.wrong(rel, kind, Kind::Dir))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Make sure the directory `name` exists here, owned by `owner` with
+    /// `mode`, set through its descriptor. A link, file or anything else of
+    /// that name is refused and left as it is.
+    pub fn ensure_dir(&self, name: &OsStr, owner: Owner, mode: u32) -> Result<Dir> {
+        self.ensure_dir_inner(name, owner, mode, true)
+    }
+
+    fn ensure_dir_inner(&self, name: &OsStr, owner: Owner, mode: u32, xdev: bool) -> Result<Dir> {
+        check_name(&self.path, name)?;
+        match mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(errno) => return Err(self.err(Path::new(name), "creating", errno)),
+        }
+        let d = self.open_child_dir(name, xdev)?;
+        let st = stat_fd(d.fd(), &d.path)?;
+        if Kind::of(&st) != Kind::Dir {
+            return Err(self.wrong(Path::new(name), Kind::of(&st), Kind::Dir));
+        }
+        d.set_owner_mode(&st, owner, mode)?;
+        Ok(d)
+    }
+
+    /// fchown and fchmod this directory (what it is now, by descriptor).
+    fn set_owner_mode(&self, st: &FileStat, owner: Owner, mode: u32) -> Result<()> {
+        set_owner_mode_fd(self.fd.as_fd(), &self.path, st, owner, mode)
+    }
+
+    /// Is the directory `name` here a real directory (not a link) owned by
+    /// `owner` with exactly `mode`?
+    pub fn dir_is(&self, name: &OsStr, owner: Owner, mode: u32) -> bool {
+        matches!(self.stat(Path::new(name)), Ok(Some(st))
+            if Kind::of(&st) == Kind::Dir
+                && st.st_uid == owner.uid
+                && st.st_gid == owner.gid
+                && st.st_mode & 0o7777 == mode)
+    }
+
+    /// Write `name` here atomically: a new temporary file (`O_CREAT |
+    /// O_EXCL | O_NOFOLLOW`, beneath), written, fsynced, given to `owner`
+    /// with `mode` by descriptor, then renamed over `name` within this
+    /// directory. Whatever `name` was (a link, a FIFO) is replaced, never
+    /// followed; a directory of that name is refused.
+    pub fn write_file(&self, name: &OsStr, data: &[u8], owner: Owner, mode: u32) -> Result<()> {
+        check_name(&self.path, name)?;
+        if let Some(st) = self.stat(Path::new(name))?
+            && Kind::of(&st) == Kind::Dir
+        {
+            return Err(self.wrong(Path::new(name), Kind::Dir, Kind::Regular));
+        }
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(name);
+        let mut rnd = [0u8; 6];
+        let _ = getrandom::fill(&mut rnd);
+        tmp_name.push(format!(
+            ".ocusers-tmp.{}.{}",
+            std::process::id(),
+            rnd.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let tmp = Path::new(&tmp_name);
+        let fd = self.open_beneath(
+            tmp,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+            0o600,
+            true,
+        )?;
+        let result = (|| -> Result<()> {
+            let mut f = std::fs::File::from(fd);
+            let io = |e: std::io::Error| FsError::Io {
+                what: "writing",
+                path: self.path.join(tmp),
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            };
+            f.write_all(data).map_err(io)?;
+            let st = stat_fd(f.as_fd(), &self.path.join(tmp))?;
+            set_owner_mode_fd(f.as_fd(), &self.path.join(tmp), &st, owner, mode)?;
+            fsync(f.as_fd()).map_err(|errno| self.err(tmp, "fsync", errno))?;
+            renameat(self.fd.as_fd(), tmp, self.fd.as_fd(), name)
+                .map_err(|errno| self.err(Path::new(name), "renaming over", errno))?;
+            let _ = fsync(self.fd.as_fd());
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = unlinkat(self.fd.as_fd(), tmp, UnlinkatFlags::NoRemoveDir);
+        }
+        result
+    }
+
+    /// Read `rel` whole, if it is a regular file of at most `cap` bytes;
+    /// `None` when it does not exist. A link is not followed; a FIFO, socket
+    /// or device is refused without reading (the open does not block).
+    pub fn read_file(&self, rel: &Path, cap: u64) -> Result<Option<Vec<u8>>> {
+        let fd = match self.open_beneath(rel, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0, true) {
+            Ok(fd) => fd,
+            Err(FsError::Io {
+                errno: Errno::ENOENT,
+                ..
+            }) => return Ok(None),
+            // A socket cannot be opened; say what it is.
+            Err(FsError::Io {
+                errno: Errno::ENXIO,
+                ..
+            }) => {
+                let kind = self.stat(rel)?.map_or(Kind::Other, |s| Kind::of(&s));
+                return Err(self.wrong(rel, kind, Kind::Regular));
+            }
+            Err(e) => return Err(e),
+        };
+        let path = self.path.join(rel);
+        let st = stat_fd(fd.as_fd(), &path)?;
+        if Kind::of(&st) != Kind::Regular {
+            return Err(self.wrong(rel, Kind::of(&st), Kind::Regular));
+        }
+        let size = st.st_size.max(0) as u64;
+        if size > cap {
+            return Err(FsError::TooBig {
+                fix: self.fix_for(&path),
+                path,
+                size,
+                cap,
+            });
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        // The file may grow meanwhile: never read more than the cap.
+        std::fs::File::from(fd)
+            .take(cap + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| FsError::Io {
+                what: "reading",
+                path: path.clone(),
+                errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            })?;
+        if out.len() as u64 > cap {
+            return Err(FsError::TooBig {
+                fix: self.fix_for(&path),
+                path,
+                size: out.len() as u64,
+                cap,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Remove the file, link, FIFO... `name` here (not a directory); one
+    /// that is already gone is success.
+    pub fn remove_file(&self, name: &OsStr) -> Result<()> {
+        check_name(&self.path, name)?;
+        match unlinkat(self.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(errno) => Err(self.err(Path::new(name), "removing", errno)),
+        }
+    }
+
+    /// Remove `name` here and everything below it, by descriptor (a link is
+    /// removed, never followed); one that is already gone is success.
+    pub fn remove_tree(&self, name: &OsStr) -> Result<()> {
+        self.remove_tree_depth(name, 0)
+    }
+
+    fn remove_tree_depth(&self, name: &OsStr, depth: usize) -> Result<()> {
+        check_name(&self.path, name)?;
+        match unlinkat(self.fd.as_fd(), name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+            Err(Errno::EISDIR) | Err(Errno::EPERM) => {}
+            Err(errno) => return Err(self.err(Path::new(name), "removing", errno)),
+        }
+        if depth >= MAX_DEPTH {
+            return Err(FsError::Io {
+                what: "too deep to remove",
+                path: self.path.join(name),
+                errno: Errno::ELOOP,
+            });
+        }
+        let d = match self.open_child_dir(name, true) {
+            Ok(d) => d,
+            // Swapped meanwhile for something that is not a directory.
+            Err(FsError::WrongKind { .. }) | Err(FsError::Symlink { .. }) => {
+                return self.remove_tree_depth(name, depth + 1);
+            }
+            Err(e) => return Err(e),
+        };
+        for child in d.names()? {
+            d.remove_tree_depth(&child, depth + 1)?;
+        }
+        match unlinkat(self.fd.as_fd(), name, UnlinkatFlags::RemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => Ok(()),
+            Err(errno) => Err(self.err(Path::new(name), "removing", errno)),
+        }
+    }
+
+    /// The names in this directory (without `.` and `..`), as bytes.
+    pub fn names(&self) -> Result<Vec<OsString>> {
+        self.names_capped(usize::MAX)
+    }
+
+    /// A second descriptor of this directory (its own read position).
+    fn reopen(&self) -> Result<Dir> {
+        let fd = openat2(
+            self.fd.as_fd(),
+            ".",
+            open_how(OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0, beneath()),
+        )
+        .map_err(|errno| self.err(Path::new(""), "opening", errno))?;
+        Ok(Dir {
+            fd,
+            path: self.path.clone(),
+            tenant: self.tenant.clone(),
+        })
+    }
+
+    fn names_capped(&self, cap: usize) -> Result<Vec<OsString>> {
+        let fd = self.reopen()?.fd;
+        let mut dir = nix::dir::Dir::from_fd(fd)
+            .map_err(|errno| self.err(Path::new(""), "reading", errno))?;
+        let mut out = Vec::new();
+        for e in dir.iter() {
+            let e = e.map_err(|errno| self.err(Path::new(""), "reading", errno))?;
+            let b = e.file_name().to_bytes();
+            if b == b"." || b == b".." {
+                continue;
+            }
+            if out.len() >= cap {
+                break;
+            }
+            out.push(OsStr::from_bytes(b).to_os_string());
+        }
+        Ok(out)
+    }
+
+    /// Walk everything below this directory, depth first, never following a
+    /// link nor crossing a mount, within `limits`. `visit` sees each entry
+    /// with an `O_PATH` descriptor of it (nothing is opened for reading).
+    pub fn walk(
+        &self,
+        limits: Limits,
+        mut visit: impl FnMut(&Entry<'_>) -> std::result::Result<(), FsError>,
+    ) -> Walk {
+        let start = Instant::now();
+        let mut walk = Walk::default();
+        // (directory, its path relative to self, depth)
+        let mut stack: Vec<(std::rc::Rc<Dir>, PathBuf, usize)> = Vec::new();
+        let root = match self.reopen() {
+            Ok(d) => d,
+            Err(e) => {
+                walk.errors.push(e.to_string());
+                return walk;
+            }
+        };
+        stack.push((std::rc::Rc::new(root), PathBuf::new(), 0));
+        while let Some((dir, rel, depth)) = stack.pop() {
+            let left = limits.max_entries.saturating_sub(walk.entries);
+            let names = match dir.names_capped(left + 1) {
+                Ok(n) => n,
+                Err(e) => {
+                    walk.errors.push(e.to_string());
+                    continue;
+                }
+            };
+            for name in names {
+                if walk.entries >= limits.max_entries {
+                    walk.cut = Some(format!("stopped after {} entries", limits.max_entries));
+                    return walk;
+                }
+                if start.elapsed() > limits.max_time {
+                    walk.cut = Some(format!(
+                        "stopped after {} s ({} entries)",
+                        limits.max_time.as_secs(),
+                        walk.entries
+                    ));
+                    return walk;
+                }
+                walk.entries += 1;
+                let child_rel = rel.join(&name);
+                let fd = match dir.open_beneath(Path::new(&name), OFlag::O_PATH, 0, true) {
+                    Ok(fd) => fd,
+                    Err(FsError::Io {
+                        errno: Errno::ENOENT,
+                        ..
+                    }) => continue,
+                    Err(e) => {
+                        walk.errors.push(e.to_string());
+                        continue;
+                    }
+                };
+                let st = match fstat(fd.as_fd()) {
+                    Ok(st) => st,
+                    Err(errno) => {
+                        walk.errors
+                            .push(dir.err(Path::new(&name), "fstat", errno).to_string());
+                        continue;
+                    }
+                };
+                let kind = Kind::of(&st);
+                let entry = Entry {
+                    parent: &dir,
+                    name: &name,
+                    rel: &child_rel,
+                    fd: fd.as_fd(),
+                    stat: st,
+                    kind,
+                };
+                if let Err(e) = visit(&entry) {
+                    walk.errors.push(e.to_string());
+                }
+                if kind == Kind::Dir {
+                    if depth + 1 >= limits.max_depth {
+                        walk.cut = Some(format!(
+                            "did not go deeper than {} levels (at `{}`)",
+                            limits.max_depth,
+                            self.path.join(&child_rel).display()
+                        ));
+                        continue;
+                    }
+                    match dir.open_child_dir(&name, true) {
+                        Ok(d) => {
+                            // Swapped since the O_PATH open: skip it.
+                            match fstat(d.fd()) {
+                                Ok(s2) if s2.st_ino == st.st_ino && s2.st_dev == st.st_dev => {
+                                    stack.push((std::rc::Rc::new(d), child_rel, depth + 1))
+                                }
+                                _ => walk.errors.push(format!(
+                                    "`{}` changed during the walk: skipped",
+                                    self.path.join(&child_rel).display()
+                                )),
+                            }
+                        }
+                        Err(e) => walk.errors.push(e.to_string()),
+                    }
+                }
+            }
+        }
+        walk
+    }
+
+    /// Give everything below this directory (and itself) to `owner`, by
+    /// descriptor: links are left alone (never followed), and a regular
+    /// file with several hard links that is not already `owner`'s is not
+    /// changed (it may be a file outside) and is named in the result.
+    pub fn chown_tree(&self, owner: Owner, limits: Limits) -> Walk {
+        let mut skipped = Vec::new();
+        let mut top = Walk::default();
+        match fstat(self.fd()) {
+            Ok(st) if st.st_uid != owner.uid || st.st_gid != owner.gid => {
+                if let Err(e) = fchown_fd(self.fd(), &self.path, owner) {
+                    top.errors.push(e.to_string());
+                }
+            }
+            Ok(_) => {}
+            Err(errno) => top
+                .errors
+                .push(self.err(Path::new(""), "fstat", errno).to_string()),
+        }
+        let mut w = self.walk(limits, |e| {
+            if e.stat.st_uid == owner.uid && e.stat.st_gid == owner.gid {
+                return Ok(());
+            }
+            match e.kind {
+                Kind::Symlink => Ok(()),
+                Kind::Regular if e.stat.st_nlink > 1 => {
+                    let path = self.path.join(e.rel);
+                    skipped.push(
+                        FsError::HardLink {
+                            fix: self.fix_for(&path),
+                            path,
+                            links: e.stat.st_nlink,
+                        }
+                        .to_string(),
+                    );
+                    Ok(())
+                }
+                _ => fchown_fd(e.fd, &self.path.join(e.rel), owner),
+            }
+        });
+        w.errors.splice(0..0, top.errors);
+        w.errors.extend(skipped);
+        w
+    }
+
+    /// Is this directory and everything below it (within `limits`) owned by
+    /// `owner`? Links count by their own owner.
+    pub fn owned_by(&self, owner: Owner, limits: Limits) -> bool {
+        let ours = |st: &FileStat| st.st_uid == owner.uid && st.st_gid == owner.gid;
+        if !fstat(self.fd()).is_ok_and(|st| ours(&st)) {
+            return false;
+        }
+        let mut all = true;
+        let w = self.walk(limits, |e| {
+            // A symlink's own owner does not matter to anyone: skip it.
+            if e.kind != Kind::Symlink && !ours(&e.stat) {
+                all = false;
+            }
+            Ok(())
+        });
+        all && w.errors.is_empty()
+    }
+
+    /// What in this tree root will not follow or open, for `doctor` and
+    /// `audit`: links that point outside it, FIFOs, sockets, devices, and
+    /// files with several hard links that the tenant does not own.
+    pub fn hazards(&self, tenant_uid: u32, home: &Path, limits: Limits) -> Hazards {
+        let mut found = Vec::new();
+        let mut count = 0usize;
+        let w = self.walk(limits, |e| {
+            let path = self.path.join(e.rel);
+            let line = match e.kind {
+                Kind::Symlink => {
+                    let target = readlinkat(e.parent.fd(), e.name).unwrap_or_default();
+                    if link_stays_inside(e.rel, Path::new(&target), home) {
+                        None
+                    } else {
+                        Some(format!(
+                            "`{}` is a symlink to `{}`, outside the state directory",
+                            path.display(),
+                            Path::new(&target).display()
+                        ))
+                    }
+                }
+                Kind::Fifo | Kind::Socket | Kind::CharDevice | Kind::BlockDevice => {
+                    Some(format!("`{}` is {}", path.display(), e.kind.article()))
+                }
+                Kind::Regular if e.stat.st_nlink > 1 && e.stat.st_uid != tenant_uid => {
+                    Some(format!(
+                        "`{}` has {} hard links and is owned by uid {} (a file from outside)",
+                        path.display(),
+                        e.stat.st_nlink,
+                        e.stat.st_uid
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(l) = line {
+                count += 1;
+                if found.len() < MAX_REPORTED {
+                    found.push(l);
+                }
+            }
+            Ok(())
+        });
+        Hazards {
+            found,
+            count,
+            walk: w,
+        }
+    }
+}
+
+/// At most this many hazards are listed (the rest are counted).
+pub const MAX_REPORTED: usize = 20;
+/// Deepest directory level root goes down to.
+pub const MAX_DEPTH: usize = 256;
+
+fn fchown_fd(fd: BorrowedFd<'_>, path: &Path, owner: Owner) -> Result<()> {
+    // fchownat(fd, "", AT_EMPTY_PATH) works on an O_PATH descriptor too.
+    fchownat(
+        fd,
+        "",
+        Some(Uid::from_raw(owner.uid)),
+        Some(Gid::from_raw(owner.gid)),
+        AtFlags::AT_EMPTY_PATH,
+    )
+    .map_err(|errno| FsError::Io {
+        what: "chown",
+        path: path.to_path_buf(),
+        errno,
+    })
+}
+
+/// fchown, then fchmod (fchown may clear set-id bits), of an open file or
+/// directory, refusing a regular file with several hard links.
+fn set_owner_mode_fd(
+    fd: BorrowedFd<'_>,
+    path: &Path,
+    st: &FileStat,
+    owner: Owner,
+    mode: u32,
+) -> Result<()> {
+    if Kind::of(st) == Kind::Regular && st.st_nlink > 1 {
+        return Err(FsError::HardLink {
+            path: path.to_path_buf(),
+            links: st.st_nlink,
+            fix: format!("remove `{}` and re-run", path.display()),
+        });
+    }
+    if st.st_uid != owner.uid || st.st_gid != owner.gid {
+        fchown(
+            fd,
+            Some(Uid::from_raw(owner.uid)),
+            Some(Gid::from_raw(owner.gid)),
+        )
+        .map_err(|errno| FsError::Io {
+            what: "chown",
+            path: path.to_path_buf(),
+            errno,
+        })?;
+    }
+    if st.st_mode & 0o7777 != mode {
+        fchmod(fd, Mode::from_bits_truncate(mode)).map_err(|errno| FsError::Io {
+            what: "chmod",
+            path: path.to_path_buf(),
+            errno,
+        })?;
+    }
+    Ok(())
+}
+
+/// Does a link at `rel` (relative to the state directory) with `target`
+/// stay inside it? Lexically: an absolute target must be under `home` (the
+/// state directory as the tenant sees it), a relative one must not climb
+/// above the top.
+pub fn link_stays_inside(rel: &Path, target: &Path, home: &Path) -> bool {
+    let mut parts: Vec<&OsStr> = Vec::new();
+    let target = if target.is_absolute() {
+        match target.strip_prefix(home) {
+            Ok(t) => t,
+            Err(_) => return false,
+        }
+    } else {
+        if let Some(parent) = rel.parent() {
+            parts.extend(parent.components().filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            }));
+        }
+        target
+    };
+    for c in target.components() {
+        match c {
+            Component::Normal(n) => parts.push(n),
+            Component::ParentDir => {
+                if parts.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    true
+}
+
+/// One entry of a [`Dir::walk`].
+pub struct Entry<'a> {
+    /// The directory it is in.
+    pub parent: &'a Dir,
+    pub name: &'a OsStr,
+    /// Relative to the walked directory.
+    pub rel: &'a Path,
+    /// An `O_PATH` descriptor of the entry itself (a link's own).
+    pub fd: BorrowedFd<'a>,
+    pub stat: FileStat,
+    pub kind: Kind,
+}
+
+/// Bounds of a walk.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_entries: usize,
+    pub max_depth: usize,
+    pub max_time: Duration,
+}
+
+impl Default for Limits {
+    /// 100 000 entries, 64 levels, 5 seconds.
+    fn default() -> Limits {
+        Limits {
+            max_entries: 100_000,
+            max_depth: 64,
+            max_time: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a walk saw.
+#[derive(Debug, Default)]
+pub struct Walk {
+    pub entries: usize,
+    /// Set when a limit stopped the walk, saying which.
+    pub cut: Option<String>,
+    /// One line each: what could not be read or was refused.
+    pub errors: Vec<String>,
+}
+
+/// What [`Dir::hazards`] found.
+#[derive(Debug, Default)]
+pub struct Hazards {
+    /// At most [`MAX_REPORTED`] lines.
+    pub found: Vec<String>,
+    /// How many in all.
+    pub count: usize,
+    pub walk: Walk,
+}
+
+impl Hazards {
+    /// One line for doctor and audit, `None` when there is nothing to say.
+    pub fn summary(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.count > 0 {
+            let more = self.count - self.found.len();
+            parts.push(format!(
+                "root will not follow or open {} thing(s) in the state: {}{}",
+                self.count,
+                self.found.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            ));
+        }
+        if let Some(cut) = &self.walk.cut {
+            parts.push(format!("the scan {cut}"));
+        }
+        if !self.walk.errors.is_empty() {
+            parts.push(format!(
+                "{} part(s) could not be scanned (first: {})",
+                self.walk.errors.len(),
+                self.walk.errors[0]
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A temporary root: `parent/` (the state directories' parent, ours),
+    /// `victim/` (a sentinel directory 0755 with a file 0644 in it).
+    struct Root {
+        _t: tempfile::TempDir,
+        parent: PathBuf,
+        victim: PathBuf,
+    }
+
+    /// mode, uid, gid, content of every file of the sentinel.
+    fn snapshot(p: &Path) -> Vec<(PathBuf, u32, u32, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let m = std::fs::symlink_metadata(p).unwrap();
+        out.push((p.to_path_buf(), m.mode(), m.uid(), m.gid(), Vec::new()));
+        if m.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(p).unwrap().flatten().collect();
+            names.sort_by_key(|e| e.file_name());
+            for e in names {
+                out.extend(snapshot(&e.path()));
+            }
+        } else {
+            out.last_mut().unwrap().4 = std::fs::read(p).unwrap();
+        }
+        out
+    }
+
+    fn root() -> Root {
+        let t = tempfile::tempdir().unwrap();
+        let parent = t.path().join("parent");
+        std::fs::create_dir(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let victim = t.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(victim.join("file"), "sentinel\n").unwrap();
+        std::fs::set_permissions(victim.join("file"), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        Root {
+            _t: t,
+            parent,
+            victim,
+        }
+    }
+
+    /// The tenant: another uid when the tests run as root (so a chown is
+    /// a real change), else ourselves.
+    fn tenant() -> Owner {
+        if nix::unistd::geteuid().is_root() {
+            Owner {
+                uid: 4242,
+                gid: 4242,
+            }
+        } else {
+            Owner {
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+            }
+        }
+    }
+
+    fn state(r: &Root) -> Dir {
+        Dir::ensure_state(&r.parent, "ana", tenant(), 0o700).unwrap()
+    }
+
+    fn one_line(e: &FsError) -> String {
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "not one line: {s}");
+        s
+    }
+
+    #[test]
+    fn ensure_state_and_dir_set_owner_and_mode_by_descriptor() {
+        let r = root();
+        let s = state(&r);
+        let m = std::fs::metadata(r.parent.join("ana")).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid()), (0o700, tenant().uid));
+        std::fs::set_permissions(r.parent.join("ana"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let s2 = state(&r);
+        let m = std::fs::metadata(r.parent.join("ana")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o700, "repaired");
+        s2.ensure_dir(OsStr::new("logs"), tenant(), 0o700).unwrap();
+        assert!(s.dir_is(OsStr::new("logs"), tenant(), 0o700));
+        let m = std::fs::metadata(r.parent.join("ana/logs")).unwrap();
+        assert_eq!(
+            (m.mode() & 0o7777, m.uid(), m.gid()),
+            (0o700, tenant().uid, tenant().gid)
+        );
+    }
+
+    #[test]
+    fn a_parent_others_can_write_is_refused() {
+        let r = root();
+        std::fs::set_permissions(&r.parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Dir::ensure_state(&r.parent, "ana", tenant(), 0o700).unwrap_err();
+        assert!(matches!(e, FsError::UntrustedParent { .. }), "{e}");
+        assert!(!r.parent.join("ana").exists());
+    }
+
+    #[test]
+    fn a_state_dir_that_is_a_link_is_never_followed() {
+        let r = root();
+        let before = snapshot(&r.victim);
+        std::os::unix::fs::symlink(&r.victim, r.parent.join("ana")).unwrap();
+        let e = Dir::ensure_state(&r.parent, "ana", tenant(), 0o700).unwrap_err();
+        let line = one_line(&e);
+        assert!(line.contains("symlink") && line.contains("ana"), "{line}");
+        let e = Dir::open_state(&r.parent, "ana").unwrap_err();
+        assert!(matches!(e, FsError::Symlink { .. }), "{e}");
+        assert_eq!(snapshot(&r.victim), before);
+    }
+
+    #[test]
+    fn a_logs_link_to_the_sentinel_is_refused_and_the_sentinel_unchanged() {
+        let r = root();
+        let before = snapshot(&r.victim);
+        let s = state(&r);
+        std::os::unix::fs::symlink(&r.victim, r.parent.join("ana/logs")).unwrap();
+        let e = s
+            .ensure_dir(OsStr::new("logs"), tenant(), 0o700)
+            .unwrap_err();
+        let line = one_line(&e);
+        assert!(
+            line.contains("/ana/logs`")
+                && line.contains("symlink")
+                && line.contains("ocusers exec ana"),
+            "{line}"
+        );
+        assert!(!s.dir_is(OsStr::new("logs"), tenant(), 0o700));
+        // A relative link, and a link through a directory, too.
+        std::fs::remove_file(r.parent.join("ana/logs")).unwrap();
+        std::os::unix::fs::symlink("../../victim", r.parent.join("ana/logs")).unwrap();
+        assert!(s.ensure_dir(OsStr::new("logs"), tenant(), 0o700).is_err());
+        assert!(s.open_dir(Path::new("logs")).is_err());
+        assert!(s.read_file(Path::new("logs/file"), 1 << 20).is_err());
+        assert_eq!(snapshot(&r.victim), before);
+    }
+
+    #[test]
+    fn a_file_where_a_directory_belongs_is_refused() {
+        let r = root();
+        let s = state(&r);
+        std::fs::write(r.parent.join("ana/logs"), "x").unwrap();
+        let e = s
+            .ensure_dir(OsStr::new("logs"), tenant(), 0o700)
+            .unwrap_err();
+        assert!(
+            one_line(&e).contains("is a regular file, not a directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn write_file_is_atomic_owned_and_replaces_a_link_without_following_it() {
+        let r = root();
+        let before = snapshot(&r.victim);
+        let s = state(&r);
+        std::os::unix::fs::symlink(r.victim.join("file"), r.parent.join("ana/openclaw.json"))
+            .unwrap();
+        s.write_file(OsStr::new("openclaw.json"), b"{}\n", tenant(), 0o600)
+            .unwrap();
+        let p = r.parent.join("ana/openclaw.json");
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        assert!(m.is_file());
+        assert_eq!((m.mode() & 0o7777, m.uid()), (0o600, tenant().uid));
+        assert_eq!(std::fs::read(&p).unwrap(), b"{}\n");
+        assert_eq!(snapshot(&r.victim), before);
+        // No temporary file left behind.
+        assert_eq!(s.names().unwrap(), vec![OsString::from("openclaw.json")]);
+        // A directory of that name is refused, not replaced.
+        std::fs::remove_file(&p).unwrap();
+        std::fs::create_dir(&p).unwrap();
+        assert!(
+            s.write_file(OsStr::new("openclaw.json"), b"{}", tenant(), 0o600)
+                .is_err()
+        );
+        assert!(p.is_dir());
+        assert_eq!(s.names().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn reads_refuse_fifos_devices_and_big_files_without_blocking() {
+        let r = root();
+        let s = state(&r);
+        let dir = r.parent.join("ana");
+        nix::unistd::mkfifo(&dir.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+        let sparse = std::fs::File::create(dir.join("sparse")).unwrap();
+        sparse.set_len(1 << 40).unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(dir.join("sock")).unwrap();
+        std::fs::write(dir.join("ok"), "hello").unwrap();
+        let started = Instant::now();
+        let e = s.read_file(Path::new("fifo"), 1 << 20).unwrap_err();
+        assert!(
+            one_line(&e).contains("is a FIFO, not a regular file"),
+            "{e}"
+        );
+        let e = s.read_file(Path::new("zero"), 1 << 20).unwrap_err();
+        assert!(one_line(&e).contains("symlink"), "{e}");
+        let e = s.read_file(Path::new("sparse"), 1 << 20).unwrap_err();
+        assert!(matches!(e, FsError::TooBig { .. }), "{e}");
+        let e = s.read_file(Path::new("sock"), 1 << 20).unwrap_err();
+        assert!(one_line(&e).contains("is a socket"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(s.read_file(Path::new("ok"), 5).unwrap().unwrap(), b"hello");
+        assert!(matches!(
+            s.read_file(Path::new("ok"), 4),
+            Err(FsError::TooBig { .. })
+        ));
+        assert_eq!(s.read_file(Path::new("missing"), 5).unwrap(), None);
+        drop(sock);
+    }
+
+    #[test]
+    fn a_hard_link_to_a_file_outside_is_never_chowned_or_chmodded() {
+        let r = root();
+        let before = snapshot(&r.victim);
+        let s = state(&r);
+        let dir = r.parent.join("ana");
+        std::fs::hard_link(r.victim.join("file"), dir.join("openclaw.json")).unwrap();
+        // chown_tree names it and leaves it.
+        let w = s.chown_tree(tenant(), Limits::default());
+        if nix::unistd::geteuid().is_root() {
+            assert!(
+                w.errors.iter().any(|e| e.contains("hard links")),
+                "{:?}",
+                w.errors
+            );
+            assert!(!s.owned_by(tenant(), Limits::default()));
+            let h = s.hazards(tenant().uid, &dir, Limits::default());
+            assert_eq!(h.count, 1, "{:?}", h.found);
+            assert!(h.summary().unwrap().contains("hard links"));
+        }
+        // Writing over it replaces the name; the inode outside is untouched.
+        s.write_file(OsStr::new("openclaw.json"), b"{}", tenant(), 0o600)
+            .unwrap();
+        assert_eq!(snapshot(&r.victim), before);
+        // And the refusal of set_owner_mode_fd itself.
+        std::fs::hard_link(r.victim.join("file"), dir.join("again")).unwrap();
+        let fd = s
+            .open_beneath(Path::new("again"), OFlag::O_RDONLY, 0, true)
+            .unwrap();
+        let st = fstat(fd.as_fd()).unwrap();
+        let e =
+            set_owner_mode_fd(fd.as_fd(), &dir.join("again"), &st, tenant(), 0o600).unwrap_err();
+        assert!(matches!(e, FsError::HardLink { links: 2, .. }), "{e}");
+        assert_eq!(snapshot(&r.victim), before);
+    }
+
+    #[test]
+    fn non_utf8_names_are_walked_chowned_and_removed() {
+        let r = root();
+        let s = state(&r);
+        let dir = r.parent.join("ana");
+        let bad = OsStr::from_bytes(b"caf\xe9-\xff");
+        std::fs::create_dir(dir.join(bad)).unwrap();
+        std::fs::write(dir.join(bad).join(bad), "x").unwrap();
+        nix::unistd::mkfifo(
+            &dir.join(bad).join(OsStr::from_bytes(b"fifo\xfe")),
+            Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let w = s.walk(Limits::default(), |e| {
+            seen.push(e.rel.as_os_str().as_bytes().to_vec());
+            Ok(())
+        });
+        assert!(w.errors.is_empty() && w.cut.is_none(), "{w:?}");
+        assert!(
+            seen.contains(&b"caf\xe9-\xff/caf\xe9-\xff".to_vec()),
+            "{seen:?}"
+        );
+        let w = s.chown_tree(tenant(), Limits::default());
+        assert!(w.errors.is_empty(), "{w:?}");
+        assert!(s.owned_by(tenant(), Limits::default()));
+        let h = s.hazards(tenant().uid, &dir, Limits::default());
+        assert_eq!(h.count, 1, "{:?}", h.found);
+        s.remove_tree(bad).unwrap();
+        assert!(s.names().unwrap().is_empty());
+    }
+
+    #[test]
+    fn hazards_name_links_outside_fifos_and_sockets_but_not_links_inside() {
+        let r = root();
+        let s = state(&r);
+        let dir = r.parent.join("ana");
+        std::fs::create_dir_all(dir.join("a/b")).unwrap();
+        std::os::unix::fs::symlink(&r.victim, dir.join("logs")).unwrap();
+        std::os::unix::fs::symlink("../../../victim", dir.join("a/b/up")).unwrap();
+        std::os::unix::fs::symlink("../b", dir.join("a/b/inside")).unwrap();
+        std::os::unix::fs::symlink(dir.join("a"), dir.join("abs-inside")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(dir.join("a/sock")).unwrap();
+        let h = s.hazards(tenant().uid, &dir, Limits::default());
+        assert_eq!(h.count, 3, "{:?}", h.found);
+        let line = h.summary().unwrap();
+        assert!(line.contains("/ana/logs` is a symlink to"), "{line}");
+        assert!(line.contains("a/b/up"), "{line}");
+        assert!(line.contains("is a socket"), "{line}");
+        assert!(!line.contains("inside"), "{line}");
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn walks_are_cut_at_their_limits_and_say_so() {
+        let r = root();
+        let s = state(&r);
+        let dir = r.parent.join("ana");
+        for i in 0..50 {
+            std::fs::write(dir.join(format!("f{i}")), "").unwrap();
+        }
+        let mut p = dir.clone();
+        for _ in 0..10 {
+            p = p.join("d");
+            std::fs::create_dir(&p).unwrap();
+        }
+        let lim = Limits {
+            max_entries: 20,
+            ..Limits::default()
+        };
+        let w = s.walk(lim, |_| Ok(()));
+        assert_eq!(w.entries, 20);
+        assert!(w.cut.as_deref().unwrap().contains("20 entries"));
+        let lim = Limits {
+            max_depth: 3,
+            ..Limits::default()
+        };
+        let w = s.walk(lim, |_| Ok(()));
+        assert!(w.cut.as_deref().unwrap().contains("deeper than 3"), "{w:?}");
+        let h = s.hazards(tenant().uid, &dir, lim);
+        assert!(h.summary().unwrap().contains("the scan did not go deeper"));
+    }
+
+    #[test]
+    fn link_stays_inside_is_lexical() {
+        let home = Path::new("/var/lib/openclaw/ana");
+        assert!(link_stays_inside(Path::new("a/l"), Path::new("../x"), home));
+        assert!(!link_stays_inside(
+            Path::new("a/l"),
+            Path::new("../../x"),
+            home
+        ));
+        assert!(!link_stays_inside(Path::new("l"), Path::new("/etc"), home));
+        assert!(link_stays_inside(
+            Path::new("l"),
+            Path::new("/var/lib/openclaw/ana/x"),
+            home
+        ));
+        assert!(!link_stays_inside(
+            Path::new("l"),
+            Path::new("/var/lib/openclaw/bob"),
+            home
+        ));
+        assert!(!link_stays_inside(
+            Path::new("l"),
+            Path::new("/var/lib/openclaw/ana/../bob"),
+            home
+        ));
+    }
+
+    #[test]
+    fn remove_tree_removes_links_and_never_what_they_point_to() {
+        let r = root();
+        let before = snapshot(&r.victim);
+        let s = state(&r);
+        let dir = r.parent.join("ana");
+        std::fs::create_dir_all(dir.join("w/x")).unwrap();
+        std::os::unix::fs::symlink(&r.victim, dir.join("w/x/v")).unwrap();
+        std::os::unix::fs::symlink(&r.victim, dir.join("v")).unwrap();
+        for n in s.names().unwrap() {
+            s.remove_tree(&n).unwrap();
+        }
+        assert!(s.names().unwrap().is_empty());
+        assert_eq!(snapshot(&r.victim), before);
+    }
+
+    /// A tenant thread swaps `logs` (and a directory deep in the tree)
+    /// between a real directory and a link to the sentinel, as fast as it
+    /// can, while root ensures, chowns, walks and removes: root must never
+    /// act on the sentinel.
+    #[test]
+    fn a_directory_swapped_for_a_link_in_a_loop_never_leads_root_outside() {
+        let r = root();
+        let before = snapshot(&r.victim);
+        let s = state(&r);
+        let dir = r.parent.join("ana");
+        std::fs::create_dir_all(dir.join("deep/er")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swapper = {
+            let (stop, dir, victim) = (stop.clone(), dir.clone(), r.victim.clone());
+            std::thread::spawn(move || {
+                let mut swaps = 0u64;
+                let _ = std::fs::create_dir(dir.join("real"));
+                let _ = std::os::unix::fs::symlink(&victim, dir.join("link"));
+                let _ = std::fs::create_dir(dir.join("deep/real"));
+                let _ = std::os::unix::fs::symlink(&victim, dir.join("deep/link"));
+                while !stop.load(Ordering::Relaxed) {
+                    // logs <-> real dir / link, one rename each way.
+                    let _ = std::fs::rename(dir.join("real"), dir.join("logs"));
+                    let _ = std::fs::rename(dir.join("logs"), dir.join("real"));
+                    let _ = std::fs::rename(dir.join("link"), dir.join("logs"));
+                    let _ = std::fs::rename(dir.join("logs"), dir.join("link"));
+                    let _ = std::fs::rename(dir.join("deep/real"), dir.join("deep/er2"));
+                    let _ = std::fs::rename(dir.join("deep/er2"), dir.join("deep/real"));
+                    let _ = std::fs::rename(dir.join("deep/link"), dir.join("deep/er2"));
+                    let _ = std::fs::rename(dir.join("deep/er2"), dir.join("deep/link"));
+                    swaps += 1;
+                }
+                swaps
+            })
+        };
+        let until = Instant::now() + Duration::from_secs(2);
+        let mut rounds = 0;
+        while Instant::now() < until {
+            let _ = s.ensure_dir(OsStr::new("logs"), tenant(), 0o700);
+            let _ = s.read_file(Path::new("logs/file"), 1 << 20);
+            let _ = s.write_file(OsStr::new("openclaw.json"), b"{}", tenant(), 0o600);
+            let _ = s.chown_tree(tenant(), Limits::default());
+            let _ = s.hazards(tenant().uid, &dir, Limits::default());
+            if let Ok(d) = s.open_dir(Path::new("deep")) {
+                let _ = d.ensure_dir(OsStr::new("er2"), tenant(), 0o700);
+            }
+            rounds += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps = swapper.join().unwrap();
+        assert!(rounds > 10 && swaps > 10, "rounds {rounds}, swaps {swaps}");
+        assert_eq!(snapshot(&r.victim), before);
+        // Removing the state while the links are there leaves the sentinel.
+        for n in s.names().unwrap() {
+            s.remove_tree(&n).unwrap();
+        }
+        assert_eq!(snapshot(&r.victim), before);
+    }
+}
