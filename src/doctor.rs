@@ -106,6 +106,7 @@ pub fn run(paths: &Paths) -> Vec<Check> {
     }
     for r in &records {
         out.extend(tenant_files(paths, r));
+        out.extend(state_hazards(paths, r));
     }
     out.extend(orphans(paths, &records));
     out
@@ -511,12 +512,26 @@ pub fn tenant_files(paths: &Paths, r: &Record) -> Vec<Check> {
         )),
         Some(_) => {}
     }
+    // By descriptor, without following a link (see src/safefs.rs).
     let state = paths.state_dir(&r.name);
-    match std::fs::metadata(&state) {
-        Err(_) => problems.push(format!("state directory {} is missing", state.display())),
-        Ok(m) => {
+    let stat = crate::safefs::Dir::open_trusted(&paths.state_parent())
+        .and_then(|p| p.stat(Path::new(r.name.as_str())));
+    match stat {
+        Ok(None) => problems.push(format!("state directory {} is missing", state.display())),
+        Err(_) if !crate::fsutil::exists(&paths.state_parent()) => {
+            problems.push(format!("state directory {} is missing", state.display()))
+        }
+        Err(e) => problems.push(e.to_string()),
+        Ok(Some(st)) if crate::safefs::Kind::of(&st) != crate::safefs::Kind::Dir => {
+            problems.push(format!(
+                "state directory {} is {}, not a directory",
+                state.display(),
+                crate::safefs::Kind::of(&st).article()
+            ))
+        }
+        Ok(Some(st)) => {
             if let Some(a) = &account
-                && (m.uid() != a.uid || m.mode() & 0o7777 != 0o700)
+                && (st.st_uid != a.uid || st.st_mode & 0o7777 != 0o700)
             {
                 problems.push(format!(
                     "state directory {} is not 0700 {user}",
@@ -552,6 +567,30 @@ pub fn tenant_files(paths: &Paths, r: &Record) -> Vec<Check> {
             &r.name,
         )]
     }
+}
+
+/// What in the tenant's state root will not follow or open: links that
+/// point outside it, FIFOs, sockets, devices (a warning: it is the tenant's
+/// own directory). Only as root (the state is 0700); the scan is bounded
+/// (see [`crate::statedir::scan_limits`]) and says when it was cut.
+pub fn state_hazards(paths: &Paths, r: &Record) -> Option<Check> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let account = identity::lookup(&paths::user_name(&r.name))?;
+    let line = crate::statedir::hazards(paths, &r.name, &account)?;
+    Some(about(
+        bad(
+            Status::Warn,
+            "state",
+            format!("{}: {line}", r.name),
+            format!(
+                "the tenant's own files; if they are not wanted, remove them as the tenant (`sudo ocusers exec {} -- rm PATH`)",
+                r.name
+            ),
+        ),
+        &r.name,
+    ))
 }
 
 /// Tenant leftovers without a registry entry: users, secrets files, state.

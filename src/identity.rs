@@ -4,10 +4,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
-use nix::unistd::{Gid, Uid};
+use anyhow::Result;
 
-use crate::fsutil;
 use crate::process;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,33 +69,18 @@ pub fn delete_user(user: &str) -> Result<()> {
     Ok(())
 }
 
-/// Create (or repair) a directory owned by the account with `mode`.
-pub fn ensure_owned_dir(path: &Path, account: &Account, mode: u32) -> Result<()> {
-    fsutil::ensure_dir(path, mode)?;
-    nix::unistd::chown(
-        path,
-        Some(Uid::from_raw(account.uid)),
-        Some(Gid::from_raw(account.gid)),
-    )
-    .with_context(|| format!("chown {} to uid {}", path.display(), account.uid))
-}
-
-/// Is `path` a directory owned by `account` with exactly `mode`?
-pub fn dir_is(path: &Path, account: &Account, mode: u32) -> bool {
-    std::fs::symlink_metadata(path).is_ok_and(|m| {
-        m.is_dir() && m.uid() == account.uid && m.gid() == account.gid && m.mode() & 0o7777 == mode
-    })
-}
-
-/// Write a file owned by the account (atomically, with `mode`).
+/// Write a file directly in a tenant's state directory (`path` is
+/// `/var/lib/openclaw/NAME/FILE`), owned by the account, with `mode`: through
+/// descriptors (see [`crate::safefs`]), so a link or FIFO the tenant put at
+/// `path` is replaced, never followed, and the owner and mode are set on the
+/// new file's descriptor.
 pub fn write_owned_file(path: &Path, data: &[u8], account: &Account, mode: u32) -> Result<()> {
-    fsutil::write_atomic(path, data, mode)?;
-    nix::unistd::chown(
-        path,
-        Some(Uid::from_raw(account.uid)),
-        Some(Gid::from_raw(account.gid)),
-    )
-    .with_context(|| format!("chown {} to uid {}", path.display(), account.uid))
+    let (Some(state), Some(name)) = (path.parent(), path.file_name()) else {
+        anyhow::bail!("{} is not a file in a state directory", path.display());
+    };
+    let dir = crate::safefs::Dir::open_state_path(state)?;
+    dir.write_file(name, data, account.into(), mode)?;
+    Ok(())
 }
 
 /// PIDs of every process running as `uid` (from `/proc`).

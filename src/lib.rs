@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod safefs;
 pub mod secrets;
+pub mod statedir;
 pub mod status;
 pub mod systemd;
 pub mod tenant;

@@ -218,7 +218,8 @@ fn stat_fd(fd: BorrowedFd<'_>, path: &Path) -> Result<FileStat> {
 impl Dir {
     /// Open a directory root owns, by path (the parent of the state
     /// directories, `/var/lib/openclaw`): it must be a directory (not a
-    /// link), owned by the user running ocusers, and writable by nobody else.
+    /// link), owned by root (or the user running ocusers, for tests), and
+    /// writable by nobody else.
     pub fn open_trusted(path: &Path) -> Result<Dir> {
         let fd = nix::fcntl::open(
             path,
@@ -231,7 +232,8 @@ impl Dir {
             errno,
         })?;
         let st = stat_fd(fd.as_fd(), path)?;
-        if st.st_uid != nix::unistd::geteuid().as_raw() || st.st_mode & 0o022 != 0 {
+        let uid = st.st_uid;
+        if (uid != 0 && uid != nix::unistd::geteuid().as_raw()) || st.st_mode & 0o022 != 0 {
             return Err(FsError::UntrustedParent {
                 path: path.to_path_buf(),
                 mode: st.st_mode & 0o7777,
@@ -261,6 +263,28 @@ impl Dir {
         let mut d = p.ensure_dir_inner(OsStr::new(name), owner, mode, false)?;
         d.tenant = Some(name.to_string());
         Ok(d)
+    }
+
+    /// Open the state directory at `state` (`/var/lib/openclaw/NAME`), as
+    /// [`Dir::open_state`].
+    pub fn open_state_path(state: &Path) -> Result<Dir> {
+        let (parent, name) = split(state)?;
+        Dir::open_state(parent, name)
+    }
+
+    /// Is `parent/name` a real directory (not a link) owned by `owner` with
+    /// exactly `mode`? False when anything is in the way.
+    pub fn state_dir_is(parent: &Path, name: &str, owner: Owner, mode: u32) -> bool {
+        Dir::open_trusted(parent).is_ok_and(|p| p.dir_is(OsStr::new(name), owner, mode))
+    }
+
+    /// The refusal for finding `st` at `rel` where root wants `want`, or
+    /// nothing when it is what root wants.
+    pub fn expect_kind(&self, rel: &Path, st: &FileStat, want: Kind) -> Result<()> {
+        match Kind::of(st) {
+            k if k == want => Ok(()),
+            k => Err(self.wrong(rel, k, want)),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -754,12 +778,13 @@ impl Dir {
             }
         });
         w.errors.splice(0..0, top.errors);
-        w.errors.extend(skipped);
+        w.skipped = skipped;
         w
     }
 
     /// Is this directory and everything below it (within `limits`) owned by
-    /// `owner`? Links count by their own owner.
+    /// `owner`, but for what [`Dir::chown_tree`] leaves alone (links, and
+    /// regular files with several hard links)?
     pub fn owned_by(&self, owner: Owner, limits: Limits) -> bool {
         let ours = |st: &FileStat| st.st_uid == owner.uid && st.st_gid == owner.gid;
         if !fstat(self.fd()).is_ok_and(|st| ours(&st)) {
@@ -767,13 +792,14 @@ impl Dir {
         }
         let mut all = true;
         let w = self.walk(limits, |e| {
-            // A symlink's own owner does not matter to anyone: skip it.
-            if e.kind != Kind::Symlink && !ours(&e.stat) {
+            let left_alone =
+                e.kind == Kind::Symlink || (e.kind == Kind::Regular && e.stat.st_nlink > 1);
+            if !left_alone && !ours(&e.stat) {
                 all = false;
             }
             Ok(())
         });
-        all && w.errors.is_empty()
+        all && w.errors.is_empty() && w.cut.is_none()
     }
 
     /// What in this tree root will not follow or open, for `doctor` and
@@ -823,6 +849,18 @@ impl Dir {
             count,
             walk: w,
         }
+    }
+}
+
+/// `/var/lib/openclaw/NAME` as (`/var/lib/openclaw`, `NAME`).
+fn split(state: &Path) -> Result<(&Path, &str)> {
+    match (state.parent(), state.file_name().and_then(OsStr::to_str)) {
+        (Some(p), Some(n)) if !p.as_os_str().is_empty() => Ok((p, n)),
+        _ => Err(FsError::Io {
+            what: "not a state directory",
+            path: state.to_path_buf(),
+            errno: Errno::EINVAL,
+        }),
     }
 }
 
@@ -959,6 +997,8 @@ pub struct Walk {
     pub cut: Option<String>,
     /// One line each: what could not be read or was refused.
     pub errors: Vec<String>,
+    /// One line each: what root left alone on purpose (hard links).
+    pub skipped: Vec<String>,
 }
 
 /// What [`Dir::hazards`] found.
@@ -1232,11 +1272,13 @@ mod tests {
         let w = s.chown_tree(tenant(), Limits::default());
         if nix::unistd::geteuid().is_root() {
             assert!(
-                w.errors.iter().any(|e| e.contains("hard links")),
+                w.skipped.iter().any(|e| e.contains("hard links")),
                 "{:?}",
-                w.errors
+                w.skipped
             );
-            assert!(!s.owned_by(tenant(), Limits::default()));
+            assert!(w.errors.is_empty(), "{:?}", w.errors);
+            // Left alone on purpose, so the rest counts as owned.
+            assert!(s.owned_by(tenant(), Limits::default()));
             let h = s.hazards(tenant().uid, &dir, Limits::default());
             assert_eq!(h.count, 1, "{:?}", h.found);
             assert!(h.summary().unwrap().contains("hard links"));

@@ -121,13 +121,11 @@ impl Mover<'_> {
         )?;
         let account = identity::lookup(&paths::user_name(&record.name))
             .with_context(|| format!("user of tenant {} is missing", record.name))?;
-        for entry in std::fs::read_dir(&state)? {
-            let p = entry?.path();
-            if p.is_dir() && !p.is_symlink() {
-                fsutil::remove_tree(&p)?;
-            } else {
-                fsutil::remove_file(&p)?;
-            }
+        // Emptied by descriptor: a link in the state is removed, never
+        // followed (see src/safefs.rs).
+        let dir = crate::safefs::Dir::open_state_path(&state)?;
+        for name in dir.names()? {
+            dir.remove_tree(&name)?;
         }
         crate::backup::extract_state(snapshot, &state, &account)?;
         crate::logging::record(

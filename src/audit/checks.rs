@@ -332,7 +332,7 @@ pub(super) fn audit_tenant(
     );
 
     // Logs: inside the state directory.
-    let logs = log_file(&state);
+    let logs = log_file(paths, &r.name);
     let home = paths::home_dir(&r.name);
     match &logs {
         Some(l) if Path::new(l).starts_with(&home) => check(
@@ -393,9 +393,10 @@ pub(super) fn audit_tenant(
 }
 
 /// `logging.file` from the tenant's OpenClaw config (JSON as ocusers wrote
-/// it; a config the tenant rewrote as JSON5 is searched as text).
-fn log_file(state: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(state.join("openclaw.json")).ok()?;
+/// it; a config the tenant rewrote as JSON5 is searched as text). Read by
+/// descriptor, capped, a regular file only (see src/statedir.rs).
+fn log_file(paths: &Paths, name: &crate::tenant::TenantName) -> Option<String> {
+    let text = crate::statedir::read_config(paths, name).ok()??;
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(v) => v["logging"]["file"].as_str().map(str::to_string),
         Err(_) => {

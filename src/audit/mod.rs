@@ -8,6 +8,7 @@ mod checks;
 mod openclaw;
 mod pairs;
 pub mod probe;
+mod state;
 
 pub use checks::exposure;
 
@@ -141,6 +142,7 @@ pub fn run(
                 Err(w) => warnings.push(w),
             }
         }
+        warnings.extend(state::warning(paths, t));
         for c in a.checks.iter().filter(|c| !c.ok) {
             failures.push(format!("{}: {}: {}", a.name, c.check, c.detail));
         }

@@ -21,6 +21,7 @@ use crate::privilege;
 use crate::proxy::{self, ProxyConfig};
 use crate::runtime;
 use crate::secrets::{self, EnvFile};
+use crate::statedir;
 use crate::status::human_bytes;
 use crate::systemd::{DbusSystemd, Systemd};
 use crate::tenant::{self, Record, TenantName};
@@ -444,9 +445,12 @@ impl<'a> Ctx<'a> {
             .revert(move || identity::delete_user(self.user)),
         );
 
-        let state_for_check = state.clone();
-        let state_for_apply = state.clone();
-        let state_for_revert = state.clone();
+        // Root's steps in the state directory go through descriptors and
+        // refuse a link, FIFO or device where its own file or directory
+        // belongs (see src/statedir.rs). Reverts remove only what this run
+        // made.
+        let state_made = std::rc::Rc::new(std::cell::Cell::new(false));
+        let (made_apply, made_revert) = (state_made.clone(), state_made);
         plan.push(
             Step::new(
                 format!(
@@ -457,32 +461,43 @@ impl<'a> Ctx<'a> {
                 move || {
                     Ok(self
                         .account()
-                        .is_ok_and(|a| identity::dir_is(&state_for_check, &a, 0o700)))
+                        .is_ok_and(|a| statedir::state_is(p, name, &a)))
                 },
                 move || {
-                    crate::fsutil::ensure_dir(&p.state_parent(), 0o755)?;
-                    identity::ensure_owned_dir(&state_for_apply, &self.account()?, 0o700)
+                    let existed = statedir::state_exists(p, name);
+                    statedir::ensure_state(p, name, &self.account()?)?;
+                    made_apply.set(!existed);
+                    Ok(())
                 },
             )
-            .revert(move || crate::fsutil::remove_tree(&state_for_revert)),
+            .revert(move || {
+                if made_revert.get() {
+                    statedir::remove_state(p, name)?;
+                }
+                Ok(())
+            }),
         );
 
-        let config_path = state.join("openclaw.json");
-        let config_check = config_path.clone();
-        let config_revert = config_path.clone();
-        let logs = state.join("logs");
+        let config_path = state.join(statedir::CONFIG);
+        let config_written = std::rc::Rc::new(std::cell::Cell::new(false));
+        let (written_apply, written_revert) = (config_written.clone(), config_written);
         plan.push(
             Step::new(
                 format!("write OpenClaw config {}", config_path.display()),
-                move || Ok(config_check.is_file()),
+                move || Ok(statedir::config_is_there(p, name)),
                 move || {
                     let account = self.account()?;
-                    identity::ensure_owned_dir(&logs, &account, 0o700)?;
                     let text = openclaw_config::render(&paths::home_dir(name), r.port);
-                    identity::write_owned_file(&config_path, text.as_bytes(), &account, 0o600)
+                    written_apply.set(statedir::ensure_config(p, name, &account, &text)?);
+                    Ok(())
                 },
             )
-            .revert(move || crate::fsutil::remove_file(&config_revert)),
+            .revert(move || {
+                if written_revert.get() {
+                    statedir::remove_config(p, name)?;
+                }
+                Ok(())
+            }),
         );
 
         let env_path = p.secrets_file(name);

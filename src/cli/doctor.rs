@@ -1,7 +1,4 @@
 //! `ocusers doctor [--json]` and `ocusers repair [--remove-orphans]`.
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
@@ -12,12 +9,13 @@ use super::print_json;
 use super::secret::push_restart;
 use crate::config::HostConfig;
 use crate::doctor::{self, Status};
-use crate::identity::{self, Account};
+use crate::identity;
 use crate::lock::HostLock;
 use crate::paths::{self, Paths};
 use crate::plan::Step;
 use crate::policy::Tier;
 use crate::privilege;
+use crate::statedir;
 use crate::systemd::{DbusSystemd, Systemd};
 use crate::tenant;
 
@@ -57,43 +55,6 @@ pub fn run(paths: &Paths, args: JsonArg) -> Result<()> {
     }
     if !args.json {
         println!("doctor: no problems ({warns} warning(s))");
-    }
-    Ok(())
-}
-
-/// Is every file under `dir` owned by `a`?
-fn owned_by(dir: &Path, a: &Account) -> bool {
-    fn walk(p: &Path, a: &Account) -> bool {
-        let Ok(m) = std::fs::symlink_metadata(p) else {
-            return true;
-        };
-        if m.uid() != a.uid || m.gid() != a.gid {
-            return false;
-        }
-        if m.is_dir()
-            && let Ok(rd) = std::fs::read_dir(p)
-        {
-            return rd.flatten().all(|e| walk(&e.path(), a));
-        }
-        true
-    }
-    walk(dir, a)
-}
-
-fn chown_tree(dir: &Path, a: &Account) -> Result<()> {
-    let m = std::fs::symlink_metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        dir,
-        Some(nix::unistd::Uid::from_raw(a.uid)),
-        Some(nix::unistd::Gid::from_raw(a.gid)),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .with_context(|| format!("chown {}", dir.display()))?;
-    if m.is_dir() {
-        for e in std::fs::read_dir(dir)? {
-            chown_tree(&e?.path(), a)?;
-        }
     }
     Ok(())
 }
@@ -149,10 +110,18 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
         let mut plan = ctx.plan(super::add::Start::No, false);
         plan.push(Step::new(
             format!("give {} back to {user}", state.display()),
-            || Ok(identity::lookup(&user).is_some_and(|a| !state.exists() || owned_by(&state, &a))),
+            || {
+                Ok(identity::lookup(&user).is_some_and(|a| {
+                    !statedir::state_exists(paths, &r.name)
+                        || statedir::state_owned_by(paths, &r.name, &a)
+                }))
+            },
             || {
                 let a = identity::lookup(&user).context("the tenant user is missing")?;
-                chown_tree(&state, &a)
+                for note in statedir::give_back(paths, &r.name, &a)? {
+                    println!("note: {note}");
+                }
+                Ok(())
             },
         ));
         // Start it if it should run: failed, or was running before.
