@@ -278,6 +278,9 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
 type Todo = Vec<(String, String, Vec<String>)>;
 
 /// Applies the tenants' plans in order; (steps applied, tenants changed).
+/// A tenant whose plan fails (its own plan reverted) does not stop the
+/// others: each failure is printed on one line and the command fails at
+/// the end, naming them.
 fn apply_plans(
     plans: Vec<(String, String, Plan)>,
     todo: &Todo,
@@ -285,17 +288,21 @@ fn apply_plans(
 ) -> Result<(usize, usize)> {
     let mut applied = 0;
     let mut tenants = 0;
+    let mut failed = Vec::new();
     for (name, _, plan) in plans {
         let planned: Vec<String> = todo
             .iter()
             .find(|(n, _, _)| *n == name)
             .map(|(_, _, steps)| steps.clone())
             .unwrap_or_default();
-        let outcome = plan.apply().map_err(|e| {
-            e.context(format!(
-                "apply stopped at tenant {name} after {tenants} tenants; re-run `ocusers apply {file}` to finish"
-            ))
-        })?;
+        let outcome = match plan.apply() {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("tenant {name}: {}", crate::error::render_chain(&e));
+                failed.push(name);
+                continue;
+            }
+        };
         if outcome.changed() {
             tenants += 1;
         }
@@ -308,6 +315,12 @@ fn apply_plans(
         for s in planned.iter().filter(|s| outcome.already_done.contains(s)) {
             println!("  {name}: {s} {ALREADY_DONE}");
         }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "apply could not finish tenant(s) {} (each says why above; the other tenants were applied); re-run `ocusers apply {file}` when fixed",
+            failed.join(", ")
+        );
     }
     Ok((applied, tenants))
 }

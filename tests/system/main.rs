@@ -8,6 +8,7 @@
 
 mod container;
 mod day2;
+mod hostile_fs;
 mod isolation;
 mod many;
 mod proxy;
@@ -65,6 +66,8 @@ const TRIALS: &[(&str, Check)] = &[
     ("backup_and_restore", day2::backup_and_restore),
     ("upgrade_and_rollback", day2::upgrade_and_rollback),
     ("doctor_and_repair", day2::doctor_and_repair),
+    // A tenant that prepares its state for root (issue 14).
+    ("hostile_tenant_state", hostile_fs::hostile_tenant_state),
     // Public access through the real Caddy and nginx (issue #3).
     ("proxy_caddy_setup", proxy::proxy_caddy_setup),
     ("proxy_routes_by_name", proxy::proxy_routes_by_name),
