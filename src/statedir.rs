@@ -162,3 +162,79 @@ pub fn hazards(paths: &Paths, name: &TenantName, account: &Account) -> Option<St
     d.hazards(account.uid, &crate::paths::home_dir(name), scan_limits())
         .summary()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn setup() -> (tempfile::TempDir, Paths, TenantName, Account) {
+        let t = tempfile::tempdir().unwrap();
+        let paths = Paths::new(t.path());
+        let name = TenantName::parse("ana").unwrap();
+        let account = Account {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            home: crate::paths::home_dir(&name),
+        };
+        ensure_state(&paths, &name, &account).unwrap();
+        (t, paths, name, account)
+    }
+
+    #[test]
+    fn add_steps_make_state_logs_and_config_once() {
+        let (_t, paths, name, account) = setup();
+        assert!(state_is(&paths, &name, &account));
+        assert!(!config_is_there(&paths, &name));
+        assert!(ensure_config(&paths, &name, &account, "{}\n").unwrap());
+        assert!(config_is_there(&paths, &name));
+        // The tenant's own config stays as it is.
+        std::fs::write(paths.state_dir(&name).join(CONFIG), "mine").unwrap();
+        assert!(!ensure_config(&paths, &name, &account, "{}\n").unwrap());
+        assert_eq!(read_config(&paths, &name).unwrap().unwrap(), "mine");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&paths.state_dir(&name)), 0o700);
+        assert_eq!(mode(&paths.state_dir(&name).join(LOGS)), 0o700);
+        remove_config(&paths, &name).unwrap();
+        remove_state(&paths, &name).unwrap();
+        assert!(!state_exists(&paths, &name));
+    }
+
+    #[test]
+    fn a_planted_logs_link_or_fifo_config_is_refused_in_one_line() {
+        let (t, paths, name, account) = setup();
+        let victim = t.path().join("victim");
+        std::fs::create_dir(&victim).unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let state = paths.state_dir(&name);
+        std::os::unix::fs::symlink(&victim, state.join(LOGS)).unwrap();
+        let e = ensure_config(&paths, &name, &account, "{}").unwrap_err();
+        let line = format!("{e:#}");
+        assert!(
+            line.contains(&format!("`{}`", state.join(LOGS).display()))
+                && line.contains("symlink")
+                && line.contains("ocusers exec ana -- rm")
+                && !line.contains('\n'),
+            "{line}"
+        );
+        assert!(!state.join(CONFIG).exists());
+        let mode = std::fs::metadata(&victim).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        std::fs::remove_file(state.join(LOGS)).unwrap();
+        nix::unistd::mkfifo(
+            &state.join(CONFIG),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let e = ensure_config(&paths, &name, &account, "{}").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is a FIFO, not a regular file"),
+            "{e:#}"
+        );
+        let e = read_config(&paths, &name).unwrap_err();
+        assert!(format!("{e:#}").contains("is a FIFO"), "{e:#}");
+        assert!(!config_is_there(&paths, &name));
+        let h = hazards(&paths, &name, &account).unwrap();
+        assert!(h.contains("is a FIFO"), "{h}");
+    }
+}
