@@ -157,9 +157,17 @@ pub fn give_back(paths: &Paths, name: &TenantName, account: &Account) -> Result<
 /// (links outside, FIFOs, sockets, devices, hard links to others' files),
 /// for doctor and audit; `None` when there is nothing to say or the state
 /// cannot be opened (reported elsewhere).
-pub fn hazards(paths: &Paths, name: &TenantName, account: &Account) -> Option<String> {
+/// `max_time` shortens [`scan_limits`]'s time (a caller's budget).
+pub fn hazards(
+    paths: &Paths,
+    name: &TenantName,
+    account: &Account,
+    max_time: std::time::Duration,
+) -> Option<String> {
     let d = Dir::open_state(&paths.state_parent(), name.as_str()).ok()?;
-    d.hazards(account.uid, &crate::paths::home_dir(name), scan_limits())
+    let mut limits = scan_limits();
+    limits.max_time = limits.max_time.min(max_time);
+    d.hazards(account.uid, &crate::paths::home_dir(name), limits)
         .summary()
 }
 
@@ -234,7 +242,7 @@ mod tests {
         let e = read_config(&paths, &name).unwrap_err();
         assert!(format!("{e:#}").contains("is a FIFO"), "{e:#}");
         assert!(!config_is_there(&paths, &name));
-        let h = hazards(&paths, &name, &account).unwrap();
+        let h = hazards(&paths, &name, &account, std::time::Duration::from_secs(3)).unwrap();
         assert!(h.contains("is a FIFO"), "{h}");
     }
 }

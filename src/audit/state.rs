@@ -14,7 +14,12 @@ pub(super) fn warning(paths: &Paths, t: &Tenant) -> Option<String> {
         return None;
     }
     let account = t.account.as_ref()?;
-    let line = crate::statedir::hazards(paths, &t.record.name, account)?;
+    let line = crate::statedir::hazards(
+        paths,
+        &t.record.name,
+        account,
+        crate::statedir::scan_limits().max_time,
+    )?;
     Some(format!(
         "{}: state: {line} (the tenant's own files; remove them as the tenant if unwanted: `sudo ocusers exec {} -- rm PATH`)",
         t.record.name, t.record.name
