@@ -352,9 +352,12 @@ impl Dir {
         if !xdev {
             resolve.remove(ResolveFlag::RESOLVE_NO_XDEV);
         }
+        // EAGAIN: a rename raced the lookup. Retried a bounded number of
+        // times, so a tenant renaming in a loop cannot keep root here.
+        let mut tries = 0;
         loop {
             match openat2(self.fd.as_fd(), rel, open_how(flags, mode, resolve)) {
-                Err(Errno::EAGAIN) | Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) if tries < 64 => tries += 1,
                 Err(errno) => return Err(self.err(rel, "opening", errno)),
                 Ok(fd) => return Ok(fd),
             }
