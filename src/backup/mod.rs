@@ -465,6 +465,7 @@ pub fn verify(archive: &Path) -> Result<Contents> {
     for member in tar.entries().with_context(what)? {
         let mut member = member.with_context(what)?;
         let raw = member.path_bytes().into_owned();
+        check::components(&raw).with_context(what)?;
         let name = raw.strip_suffix(b"/").unwrap_or(&raw).to_vec();
         let t = member.header().entry_type();
         let mode = member.header().mode().unwrap_or(0);
