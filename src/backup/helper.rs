@@ -20,6 +20,9 @@ use crate::tenant::TenantName;
 /// A helper run (pack or unpack) is stopped by systemd after this long.
 pub const TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// Helper units of one ocusers process get distinct names.
+static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// Settings of the template the helper does not take.
 const NOT_TAKEN: &[&str] = &["EnvironmentFile"];
 
@@ -38,9 +41,10 @@ pub fn command(name: &TenantName, args: &[String]) -> Result<Command> {
         "--pipe",
     ])
     .arg(format!(
-        "--unit=ocusers-{}-{name}-{}",
+        "--unit=ocusers-{}-{name}-{}-{}",
         args.first().map(String::as_str).unwrap_or("helper"),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ))
     .arg(format!(
         "--description=ocusers {} as tenant {name}",

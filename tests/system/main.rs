@@ -7,7 +7,10 @@
 //! ones build on the tenants the earlier ones made.
 
 mod container;
+#[path = "../support/craft.rs"]
+mod craft;
 mod day2;
+mod hostile_archive;
 mod isolation;
 mod many;
 mod proxy;
@@ -65,6 +68,11 @@ const TRIALS: &[(&str, Check)] = &[
     ("backup_and_restore", day2::backup_and_restore),
     ("upgrade_and_rollback", day2::upgrade_and_rollback),
     ("doctor_and_repair", day2::doctor_and_repair),
+    // Hostile archives and a hostile tenant against backup/restore (issue 14).
+    (
+        "hostile_archive_and_backup",
+        hostile_archive::hostile_archive_and_backup,
+    ),
     // Public access through the real Caddy and nginx (issue #3).
     ("proxy_caddy_setup", proxy::proxy_caddy_setup),
     ("proxy_routes_by_name", proxy::proxy_routes_by_name),
