@@ -840,6 +840,14 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("note.txt", state.join("workspace/link")).unwrap();
+        // A directory its owner cannot write: its members still unpack.
+        fs::create_dir(state.join("workspace/ro")).unwrap();
+        fs::write(state.join("workspace/ro/f"), "ro").unwrap();
+        fs::set_permissions(
+            state.join("workspace/ro"),
+            fs::Permissions::from_mode(0o500),
+        )
+        .unwrap();
         let db = state.join("memory.sqlite");
         let conn = rusqlite::Connection::open(&db).unwrap();
         conn.execute_batch(
@@ -874,6 +882,19 @@ mod tests {
             fs::read_link(dest.join("workspace/link")).unwrap(),
             Path::new("note.txt")
         );
+        assert_eq!(
+            fs::read_to_string(dest.join("workspace/ro/f")).unwrap(),
+            "ro"
+        );
+        let ro = fs::metadata(dest.join("workspace/ro"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(ro, 0o500);
+        for d in [&state, &dest] {
+            fs::set_permissions(d.join("workspace/ro"), fs::Permissions::from_mode(0o700)).unwrap();
+        }
         let restored = rusqlite::Connection::open(dest.join("memory.sqlite")).unwrap();
         let n: i64 = restored
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))

@@ -412,6 +412,7 @@ pub fn unpack(
     let mut members = check::Members::default();
     let mut tar = tar::Archive::new(input);
     let mut count = 0;
+    let mut later: Vec<(Vec<u8>, Mode)> = Vec::new();
     let chown = |fd: &OwnedFd| -> Result<()> {
         if let Some((u, g)) = owner {
             nix::unistd::fchown(
@@ -466,8 +467,13 @@ pub fn unpack(
                     }
                     Err(e) => return Err(e).with_context(|| format!("creating {shown}")),
                 };
-                nix::sys::stat::fchmod(&fd, mode)?;
+                // Writable and searchable until its members are in; its
+                // own mode is set at the end.
+                nix::sys::stat::fchmod(&fd, mode | Mode::S_IRWXU)?;
                 chown(&fd)?;
+                if m.mode & 0o700 != 0o700 {
+                    later.push((m.name.clone(), mode));
+                }
             }
             Kind::File => {
                 unlink_if_there(&parent, leaf, &shown)?;
@@ -508,6 +514,19 @@ pub fn unpack(
             }
         }
         count += 1;
+    }
+    // Deepest first, so a parent's mode never hides a child.
+    later.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
+    for (name, mode) in later {
+        let parts: Vec<&[u8]> = name.split(|b| *b == b'/').collect();
+        let parent = open_parent(&root, &parts)?;
+        let fd = nix::fcntl::openat(
+            parent.as_fd(),
+            os(parts[parts.len() - 1]),
+            dir_flags(),
+            Mode::empty(),
+        )?;
+        nix::sys::stat::fchmod(&fd, mode)?;
     }
     if !fix.is_empty() {
         fix_config(&root, fix, owner)?;
