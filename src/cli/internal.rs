@@ -37,8 +37,11 @@ pub fn run(cmd: InternalCommand) -> Result<()> {
     }
     match cmd {
         InternalCommand::PackState { dir } => {
-            let stdout = std::io::stdout().lock();
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout);
+            // The pipe itself, not Rust's line-buffered stdout: tar data
+            // is full of newlines.
+            use std::os::fd::AsFd;
+            let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::from(fd));
             tenant_side::pack(&dir, &mut out, backup::EXCLUDED, &mut |l| eprintln!("{l}"))?;
             out.flush()?;
             Ok(())
