@@ -27,7 +27,7 @@ use crate::tenants::{Fixture, ensure, stderr};
 type R = Result<(), String>;
 
 /// Every root command of this trial finishes within this.
-const BOUND: Duration = Duration::from_secs(150);
+const BOUND: Duration = Duration::from_secs(240);
 const OUT: &str = "/root/hostile-backups";
 
 fn sentinel(fx: &Fixture) -> Result<String, String> {
