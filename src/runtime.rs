@@ -48,7 +48,7 @@ pub fn openclaw_entry(prefix: &Path) -> PathBuf {
 }
 
 /// An npm version or dist-tag we are willing to put in a path and argv.
-fn check_version(v: &str) -> Result<()> {
+pub fn check_version(v: &str) -> Result<()> {
     let ok = !v.is_empty()
         && v.len() <= 64
         && v.starts_with(|c: char| c.is_ascii_alphanumeric())

@@ -102,14 +102,12 @@ fn backup_verify_checks_every_member() {
     let state = dir.path().join("alice");
     std::fs::create_dir_all(state.join("workspace")).unwrap();
     std::fs::write(state.join("workspace/a.txt"), "x".repeat(5000)).unwrap();
-    let archive = ocusers::backup::create(
-        &record(),
-        &state,
-        "name = \"alice\"\n",
-        None,
-        &dir.path().join("out"),
-    )
-    .unwrap();
+    // The registry entry as `add` writes it: `verify` checks that it is
+    // the manifest's record.
+    let registry = toml::to_string(&record()).unwrap();
+    let archive =
+        ocusers::backup::create(&record(), &state, &registry, None, &dir.path().join("out"))
+            .unwrap();
     let out = ocusers(
         dir.path(),
         &["backup", "verify", archive.to_str().unwrap(), "--json"],

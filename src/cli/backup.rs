@@ -47,7 +47,7 @@ pub enum BackupCommand {
 
 pub fn run(paths: &Paths, args: BackupArgs) -> Result<()> {
     if let Some(BackupCommand::Verify { file, json }) = args.verify {
-        return verify(&file, json);
+        return verify(paths, &file, json);
     }
     let records: Vec<Record> = match &args.name {
         Some(raw) => vec![registered(paths, raw)?],
@@ -59,52 +59,67 @@ pub fn run(paths: &Paths, args: BackupArgs) -> Result<()> {
     if records.is_empty() {
         bail!("no tenants to back up: see `ocusers list`");
     }
+    // One tenant's failure (a bad file in its state, a helper that timed
+    // out) does not stop the others: each is reported, the exit status says.
+    let mut failed = Vec::new();
     for r in &records {
-        let started = std::time::Instant::now();
-        let state = paths.state_dir(&r.name);
-        let registry = std::fs::read_to_string(paths.registry_file(&r.name))
-            .with_context(|| format!("reading the registry entry of {}", r.name))?;
-        let secrets = if args.with_secrets {
-            Some(
-                std::fs::read(paths.secrets_file(&r.name))
-                    .with_context(|| format!("reading the secrets file of {}", r.name))?,
-            )
-        } else {
-            None
-        };
-        let path = backup::create(r, &state, &registry, secrets.as_deref(), &out)?;
-        crate::logging::record(
-            r.name.as_str(),
-            "backup",
-            &format!(
-                "wrote {}{}",
-                path.display(),
-                if args.with_secrets {
-                    " (with secrets)"
-                } else {
-                    ""
-                }
-            ),
-        );
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        println!(
-            "{}: {} ({}, {:.1} s{})",
-            r.name,
-            path.display(),
-            crate::status::human_bytes(Some(size)),
-            started.elapsed().as_secs_f64(),
-            if args.with_secrets {
-                ", with secrets"
-            } else {
-                ""
+        if let Err(e) = one(paths, r, &out, args.with_secrets) {
+            if records.len() == 1 {
+                return Err(e);
             }
+            eprintln!("ocusers: {}", crate::error::render_chain(&e));
+            failed.push(r.name.to_string());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} backups failed ({}): see the lines above",
+            failed.len(),
+            records.len(),
+            failed.join(", ")
         );
     }
     Ok(())
 }
 
-fn verify(file: &std::path::Path, json: bool) -> Result<()> {
+fn one(paths: &Paths, r: &Record, out: &std::path::Path, with_secrets: bool) -> Result<()> {
+    let started = std::time::Instant::now();
+    let state = paths.state_dir(&r.name);
+    let registry = std::fs::read_to_string(paths.registry_file(&r.name))
+        .with_context(|| format!("reading the registry entry of {}", r.name))?;
+    let secrets = if with_secrets {
+        Some(
+            std::fs::read(paths.secrets_file(&r.name))
+                .with_context(|| format!("reading the secrets file of {}", r.name))?,
+        )
+    } else {
+        None
+    };
+    let path = backup::create(r, &state, &registry, secrets.as_deref(), out)?;
+    crate::logging::record(
+        r.name.as_str(),
+        "backup",
+        &format!(
+            "wrote {}{}",
+            path.display(),
+            if with_secrets { " (with secrets)" } else { "" }
+        ),
+    );
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "{}: {} ({}, {:.1} s{})",
+        r.name,
+        path.display(),
+        crate::status::human_bytes(Some(size)),
+        started.elapsed().as_secs_f64(),
+        if with_secrets { ", with secrets" } else { "" }
+    );
+    Ok(())
+}
+
+fn verify(paths: &Paths, file: &std::path::Path, json: bool) -> Result<()> {
     let c = backup::verify(file)?;
+    backup::check_record(paths, &c)?;
     let m = &c.manifest;
     let files = m.entries.iter().filter(|e| e.kind == "file").count();
     let bytes: u64 = m.entries.iter().map(|e| e.size).sum();

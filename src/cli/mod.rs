@@ -10,6 +10,7 @@ mod backup;
 mod doctor;
 mod exec;
 mod export;
+mod internal;
 mod lifecycle;
 mod list;
 mod logs;
@@ -98,6 +99,9 @@ pub enum Command {
     Doctor(JsonArg),
     /// Reconcile tenants whose files, user, unit and registry entry disagree.
     Repair(doctor::RepairArgs),
+    /// The tenant-side halves of backup and restore, run as the tenant (internal).
+    #[command(subcommand, hide = true)]
+    Internal(internal::InternalCommand),
 }
 
 #[derive(Debug, Args)]
@@ -147,6 +151,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(args) => upgrade::rollback(&paths, args),
         Command::Doctor(args) => doctor::run(&paths, args),
         Command::Repair(args) => doctor::repair(&paths, args),
+        Command::Internal(cmd) => internal::run(cmd),
     }
 }
 

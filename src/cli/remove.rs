@@ -3,7 +3,6 @@
 //! link, user, group and registry entry (which frees the port block). Every
 //! step checks first, so re-running after a failure finishes the job.
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -17,7 +16,6 @@ use crate::lock::HostLock;
 use crate::paths::{self, Paths};
 use crate::plan::{Plan, Step};
 use crate::privilege;
-use crate::process;
 use crate::systemd::{DbusSystemd, Systemd};
 use crate::tenant::{self, TenantName};
 
@@ -80,7 +78,15 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     plan.apply()?;
     println!("tenant {name} removed");
     match archive {
-        Some(a) if a.exists() => println!("  state archived to {}", a.display()),
+        Some(a) if a.exists() => println!(
+            "  state archived to {} (`ocusers restore {}` brings the tenant back)",
+            a.display(),
+            a.display()
+        ),
+        Some(a) if moved_aside(&a).exists() => println!(
+            "  state moved to {} (no registry entry or user: not a backup)",
+            moved_aside(&a).display()
+        ),
         Some(_) => {}
         None => println!("  state deleted (--purge)"),
     }
@@ -173,13 +179,16 @@ fn add_steps<'a>(
     match archive {
         Some(archive) => plan.push(Step::new(
             format!(
-                "archive {} to {} and delete it",
+                "archive {} to {} (an `ocusers backup` with secrets, made as the tenant) and delete it",
                 state.display(),
                 archive.display()
             ),
             move || Ok(!fsutil::exists(&state_check)),
             move || {
-                archive_dir(&state, &archive)?;
+                archive_state(p, name, &state, &archive)?;
+                // std's remove_dir_all opens each directory with O_NOFOLLOW
+                // below its parent's descriptor and unlinks links, never
+                // following one (CVE-2022-21658 fix, Rust 1.58.1).
                 fsutil::remove_tree(&state)
             },
         )),
@@ -260,26 +269,44 @@ fn wait_no_processes(uid: u32) -> Result<()> {
     bail!("processes of uid {uid} are still running after 30 s")
 }
 
-/// `tar -czf` the directory into a 0600 file in a 0700 archive directory,
-/// through a temporary name so a crash never leaves a truncated archive
-/// that looks complete.
-fn archive_dir(dir: &std::path::Path, archive: &std::path::Path) -> Result<()> {
-    let parent = archive.parent().context("archive path has no parent")?;
-    fsutil::ensure_dir(parent, 0o700)?;
-    let tmp = archive.with_extension("partial");
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    let result = process::run(
-        Command::new("tar")
-            .args(["--create", "--gzip", "--numeric-owner", "--file"])
-            .arg(&tmp)
-            .arg("--directory")
-            .arg(dir.parent().context("state dir has no parent")?)
-            .arg(dir.file_name().context("state dir has no name")?),
-    );
-    nix::sys::stat::umask(old);
-    if let Err(e) = result {
-        let _ = fsutil::remove_file(&tmp);
-        return Err(e.into());
+/// The archive `remove` leaves: a real `ocusers backup` of the tenant
+/// (manifest, registry entry, secrets; the state packed by the tenant's own
+/// uid in its sandbox), so `ocusers restore FILE` brings the tenant back.
+/// A tenant with no registry entry or no user (the leftovers of a failed
+/// add) cannot be described by a manifest: its state directory is moved
+/// aside whole, by one rename of a path root owns, next to where the
+/// archive would be.
+fn archive_state(
+    p: &Paths,
+    name: &TenantName,
+    state: &std::path::Path,
+    archive: &std::path::Path,
+) -> Result<()> {
+    let record = tenant::load(p, name)?;
+    let account = our_account(name);
+    match (record, account) {
+        (Some(record), Some(_)) => {
+            let registry = std::fs::read_to_string(p.registry_file(name))
+                .with_context(|| format!("reading the registry entry of {name}"))?;
+            let secrets = match std::fs::read(p.secrets_file(name)) {
+                Ok(s) => Some(s),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).context("reading the secrets file"),
+            };
+            crate::backup::create_at(&record, state, &registry, secrets.as_deref(), archive)
+        }
+        _ => {
+            let aside = moved_aside(archive);
+            let parent = aside.parent().context("archive path has no parent")?;
+            fsutil::ensure_dir(parent, 0o700)?;
+            std::fs::rename(state, &aside)
+                .with_context(|| format!("moving {} to {}", state.display(), aside.display()))
+        }
     }
-    std::fs::rename(&tmp, archive).with_context(|| format!("renaming to {}", archive.display()))
+}
+
+/// Where the state of a tenant without registry entry or user goes.
+fn moved_aside(archive: &std::path::Path) -> PathBuf {
+    let s = archive.display().to_string();
+    PathBuf::from(format!("{}.state", s.trim_end_matches(".tar.gz")))
 }

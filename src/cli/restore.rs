@@ -47,7 +47,10 @@ pub struct RestoreArgs {
 }
 
 pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
+    // Strictly, before anything else: every member, and every value of the
+    // manifest's record through the checks `add` and `secret set` make.
     let contents = backup::verify(&args.file)?;
+    backup::check_record(paths, &contents)?;
     let m = &contents.manifest;
     let name = match &args.as_name {
         Some(raw) => TenantName::parse(raw)?,
@@ -103,6 +106,24 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
         v
     };
     let others = tenant::list(paths)?;
+    // The archived limits on this host's tier, and the capacity guard, as
+    // `add` checks them.
+    let limits = m
+        .record
+        .limits
+        .apply(tier.limits)
+        .map_err(|e| anyhow::anyhow!("the archived limits on tier {}: {e}", tier.name))?;
+    crate::capacity::check(
+        &cfg.capacity,
+        crate::capacity::host_ram(paths)?,
+        crate::capacity::committed(paths, &others)?.saturating_add(limits.memory_max),
+        &format!(
+            "tenant {name} (tier {}, MemoryMax {})",
+            tier.name,
+            crate::status::human_bytes(Some(limits.memory_max))
+        ),
+        false,
+    )?;
     let live = ports::live_listeners(paths.root())?;
     let port = match ports::check_requested(m.record.port, &cfg.ports, &others, &live) {
         Ok(()) => m.record.port,
@@ -140,8 +161,19 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
         || Ok(false),
         || {
             let account = identity::lookup(&user).context("the tenant user is missing")?;
-            backup::extract_state(archive, &state, &account)?;
-            fix_config(&state, &old_name, &name, old_port, port, &account)
+            // As the tenant, in its sandbox: the archive's links and names
+            // reach only what the tenant could reach.
+            let fix = backup::ConfigFix {
+                home: (&old_name != new_name).then(|| {
+                    (
+                        paths::home_dir(&old_name).display().to_string(),
+                        paths::home_dir(new_name).display().to_string(),
+                    )
+                }),
+                port: (old_port != port).then_some(port),
+            };
+            backup::extract_verified(archive, m, &state, &account, &fix)?;
+            Ok(())
         },
     ));
     if let Some(archived) = &contents.secrets {
@@ -239,39 +271,4 @@ fn restored_domains(
         })
         .cloned()
         .collect()
-}
-
-/// The archived config names the old port and, under another name, the old
-/// state directory: point both at the restored tenant.
-fn fix_config(
-    state: &std::path::Path,
-    old: &TenantName,
-    new: &TenantName,
-    old_port: u16,
-    port: u16,
-    account: &identity::Account,
-) -> Result<()> {
-    let path = state.join("openclaw.json");
-    let Ok(mut text) = std::fs::read_to_string(&path) else {
-        return Ok(());
-    };
-    if old != new {
-        let from = paths::home_dir(old).display().to_string();
-        let to = paths::home_dir(new).display().to_string();
-        text = text.replace(&format!("{from}/"), &format!("{to}/"));
-        text = text.replace(&format!("{from}\""), &format!("{to}\""));
-    }
-    if old_port != port {
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(mut v) => {
-                v["gateway"]["port"] = port.into();
-                text = serde_json::to_string_pretty(&v)? + "\n";
-            }
-            Err(_) => println!(
-                "note: {} is not plain JSON; set gateway.port to {port} in it by hand",
-                path.display()
-            ),
-        }
-    }
-    identity::write_owned_file(&path, text.as_bytes(), account, 0o600)
 }

@@ -25,7 +25,7 @@ const BACKUPS: &str = "/var/lib/ocusers/backups";
 
 /// Write a file into the container through its root (so the value is in no
 /// process's argv), 0600.
-fn put(fx: &Fixture, inside: &str, data: &[u8]) -> R {
+pub(crate) fn put(fx: &Fixture, inside: &str, data: &[u8]) -> R {
     use std::os::unix::fs::OpenOptionsExt;
     let path = fx.c.root().join(inside.trim_start_matches('/'));
     let _ = std::fs::remove_file(&path);
@@ -38,7 +38,7 @@ fn put(fx: &Fixture, inside: &str, data: &[u8]) -> R {
         .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-fn random_hex() -> String {
+pub(crate) fn random_hex() -> String {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
@@ -244,6 +244,7 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
         "ocusers backup alice (running)",
         format!("{:.1} s: {}", t.elapsed().as_secs_f64(), out.trim()),
     );
+    backup_timing(fx)?;
     let archive = fx
         .sh(&format!("ls {BACKUPS}/alice-*.tar.gz"))?
         .trim()
@@ -285,11 +286,28 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
     ensure(out.status.code() == Some(1), || describe(&out))?;
     fx.sh("rm /root/damaged.tar.gz")?;
 
-    fx.ocusers_ok("remove alice --purge")?;
+    // `remove` archives the state as a real backup: restoring the file it
+    // names brings alice back, her workspace file included.
+    let out = fx.ocusers_ok("remove alice")?;
+    let removed = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("state archived to "))
+        .and_then(|l| l.split_whitespace().next())
+        .ok_or_else(|| format!("remove printed no archive: {out}"))?
+        .to_string();
+    ensure(
+        fx.sh(&format!("stat -c %a {removed}"))?.trim() == "600",
+        || "remove's archive is not 0600".into(),
+    )?;
+    ensure(!fx.sh("ls /var/lib/openclaw")?.contains("alice"), || {
+        "remove left alice's state".into()
+    })?;
+    let v = fx.json(&format!("backup verify {removed} --json"))?;
+    ensure(v["ok"] == true && v["tenant"] == "alice", || format!("{v}"))?;
     let t = Instant::now();
-    let out = fx.ocusers_ok(&format!("restore {archive}"))?;
+    let out = fx.ocusers_ok(&format!("restore {removed}"))?;
     fx.figure(
-        "ocusers restore alice (same host, to ready)",
+        "ocusers restore alice (same host, from remove's archive, to ready)",
         format!("{:.1} s", t.elapsed().as_secs_f64()),
     );
     ensure(out.contains("ready"), || out.clone())?;
@@ -396,6 +414,43 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
         )
     })?;
     drop(c2);
+    Ok(())
+}
+
+/// `backup` of a running tenant, this build against main's (the binary in
+/// OCUSERS_TEST_BASELINE_BIN, copied in; the bound: at most 2x):
+/// the median of three runs each, into a scratch directory.
+fn backup_timing(fx: &Fixture) -> R {
+    let median = |cmd: &str| -> Result<f64, String> {
+        let mut t = Vec::new();
+        for _ in 0..3 {
+            let start = Instant::now();
+            fx.sh(cmd)?;
+            t.push(start.elapsed().as_secs_f64());
+        }
+        t.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        Ok(t[1])
+    };
+    let new = median("ocusers backup alice --out /root/timing-new >/dev/null")?;
+    let base = match std::env::var("OCUSERS_TEST_BASELINE_BIN") {
+        Ok(bin) => {
+            let inside = fx.c.root().join("root/ocusers-main");
+            std::fs::copy(&bin, &inside).map_err(|e| format!("copying {bin}: {e}"))?;
+            fx.sh("chmod 755 /root/ocusers-main")?;
+            Some(median(
+                "/root/ocusers-main backup alice --out /root/timing-main >/dev/null",
+            )?)
+        }
+        Err(_) => None,
+    };
+    fx.sh("rm -rf /root/timing-new /root/timing-main /root/ocusers-main")?;
+    fx.figure(
+        "ocusers backup alice (running), median of 3: tenant-side packer vs main",
+        match base {
+            Some(b) => format!("{new:.2} s vs {b:.2} s ({:.2}x)", new / b),
+            None => format!("{new:.2} s (set OCUSERS_TEST_BASELINE_BIN for main's)"),
+        },
+    );
     Ok(())
 }
 

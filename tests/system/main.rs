@@ -7,8 +7,11 @@
 //! ones build on the tenants the earlier ones made.
 
 mod container;
+#[path = "../support/craft.rs"]
+mod craft;
 mod day2;
 mod hostile_fs;
+mod hostile_archive;
 mod isolation;
 mod many;
 mod proxy;
@@ -68,6 +71,11 @@ const TRIALS: &[(&str, Check)] = &[
     ("doctor_and_repair", day2::doctor_and_repair),
     // A tenant that prepares its state for root (issue 14).
     ("hostile_tenant_state", hostile_fs::hostile_tenant_state),
+    // Hostile archives and a hostile tenant against backup/restore (issue 14).
+    (
+        "hostile_archive_and_backup",
+        hostile_archive::hostile_archive_and_backup,
+    ),
     // Public access through the real Caddy and nginx (issue #3).
     ("proxy_caddy_setup", proxy::proxy_caddy_setup),
     ("proxy_routes_by_name", proxy::proxy_routes_by_name),
