@@ -816,6 +816,9 @@ cat /tmp/oclisten.err >&2",
          echo cross.unit_environment_file=$(ocusers exec alice -- systemctl show -P EnvironmentFiles openclaw@bob.service 2>&1 | tail -1)
          echo rules=$(nft list table inet ocusers | grep -c -e '^\\s*\\(meta\\|ip\\|ip6\\|fib\\|tcp\\|udp\\|counter\\)' )
          nft list table inet ocusers > /tmp/ocusers-table.txt
+         echo nonroot.list=$(setpriv --reuid nobody --regid nogroup --clear-groups -- ocusers list --json 2>&1 | tr -d '\n')
+         echo nonroot.status=$(setpriv --reuid nobody --regid nogroup --clear-groups -- ocusers status alice 2>&1 | grep 'ready:')
+         echo root.list=$(ocusers list --json 2>&1 | tr -d '\n')
          echo counters=$(nft list table inet ocusers | grep -o 'packets [0-9]* .*comment \"[^\"]*\"' | sed 's/ bytes [0-9]*//' | tr '\\n' ';')
 ",
     );
@@ -869,6 +872,32 @@ cat /tmp/oclisten.err >&2",
         if !root.starts_with(reachable) {
             bad.push(format!("control: root {case}: {root:?}, want {reachable}"));
         }
+    }
+    // Read commands without root: readiness unknown, never "not ready"; root sees it.
+    for (who, want_state, want_ready) in [
+        ("nonroot", "unknown", Value::Null),
+        ("root", "ready", Value::Bool(true)),
+    ] {
+        let text = f.get(&format!("{who}.list")).cloned().unwrap_or_default();
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v) => {
+                let tenants = v["tenants"].as_array().cloned().unwrap_or_default();
+                if tenants.len() != 3
+                    || tenants
+                        .iter()
+                        .any(|t| t["readiness"]["state"] != want_state || t["ready"] != want_ready)
+                {
+                    bad.push(format!(
+                        "{who}: list --json should say readiness {want_state}: {text}"
+                    ));
+                }
+            }
+            Err(e) => bad.push(format!("{who}: list --json: {e}: {text}")),
+        }
+    }
+    let status = f.get("nonroot.status").cloned().unwrap_or_default();
+    if !status.contains("unknown (readiness is probed only as root") {
+        bad.push(format!("status as a normal user: {status:?}"));
     }
     ensure(bad.is_empty(), || {
         format!("{}\n--- output ---\n{}", bad.join("\n"), out.stdout)
