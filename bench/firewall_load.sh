@@ -60,5 +60,5 @@ run() { # NAME FILE
         old_rules "$n" >"$dir/old-$n.nft"
         run old "$dir/old-$n.nft" "$n"
     done
-    echo "(new: sets and one fixed chain; old: three rules a tenant. reload-ms: median of 5 replacing loads)"
+    echo "(new: sets and fixed chains; old: three rules a tenant. reload-ms: median of 5 replacing loads)"
 } 2>&1 | tee target/bench-firewall.txt

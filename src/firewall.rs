@@ -297,6 +297,9 @@ pub fn render(inputs: &Inputs) -> String {
         "",
         "\tchain to_local {",
         "\t\tmeta skuid @tenant_uids ct state new goto tenant_local",
+        // A host whose own rules exempt loopback from conntrack (`notrack`)
+        // gives no state: judge each packet, so the deny still holds.
+        "\t\tmeta skuid @tenant_uids ct state untracked goto tenant_untracked",
         &format!(
             "\t\ttcp dport @blocks meta skuid . tcp dport != @own_ports counter reject with tcp reset {}",
             q(CONNECT_TCP)
@@ -305,6 +308,12 @@ pub fn render(inputs: &Inputs) -> String {
             "\t\tudp dport @blocks meta skuid . udp dport != @own_ports counter reject {}",
             q(CONNECT_UDP)
         ),
+        "\t}",
+        "",
+        "\tchain tenant_untracked {",
+        "\t\tmeta l4proto { tcp, udp } meta skuid . th sport @own_ports return",
+        "\t\ttcp flags & (syn | ack) != syn return",
+        "\t\tgoto tenant_local",
         "\t}",
         "",
         "\tchain tenant_local {",
@@ -555,7 +564,7 @@ mod tests {
                     l.starts_with("\t\t")
                         && !l.starts_with("\t\t\t")
                         && !l.contains("typeof")
-                        && !l.contains("flags")
+                        && !l.trim_start().starts_with("flags ")
                         && !l.contains("elements")
                         && !l.contains("type filter")
                         && l.trim() != "}"
@@ -575,7 +584,7 @@ mod tests {
             .collect();
         assert_eq!(rules(&none), rules(&text));
         assert_eq!(rules(&render(&many)), rules(&text));
-        assert_eq!(rules(&text), 19, "{text}");
+        assert_eq!(rules(&text), 23, "{text}");
     }
 
     #[test]
