@@ -814,7 +814,7 @@ cat /tmp/oclisten.err >&2",
          echo cross.bob_listener_seen=$(ocusers exec alice -- sh -c 'grep -ci \":$(printf %04X 3000) \" /proc/self/net/tcp6' 2>&1 | tail -1)
          echo cross.unit_property=$(ocusers exec alice -- systemctl show -P SocketBindAllow openclaw@bob.service 2>&1 | tail -1)
          echo cross.unit_environment_file=$(ocusers exec alice -- systemctl show -P EnvironmentFiles openclaw@bob.service 2>&1 | tail -1)
-         echo rules=$(nft list table inet ocusers | grep -c -e '^\\s*\\(meta\\|ip\\|ip6\\|fib\\|tcp\\|udp\\|counter\\)' )
+         echo rules=$(nft list table inet ocusers | grep -c -e '^\\s*\\(meta\\|ip\\|ip6\\|fib\\|tcp\\|udp\\|counter\\|goto\\)' )
          nft list table inet ocusers > /tmp/ocusers-table.txt
          echo nonroot.list=$(setpriv --reuid nobody --regid nogroup --clear-groups -- ocusers list --json 2>&1 | tr -d '\n')
          echo nonroot.status=$(setpriv --reuid nobody --regid nogroup --clear-groups -- ocusers status alice 2>&1 | grep 'ready:')
