@@ -958,7 +958,7 @@ pub fn firewall_reloaded_by_unit(fx: &Fixture) -> R {
          nft delete table inet ocusers
          echo open=$(in_unit alice oc-alice curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{bob}/readyz 2>&1)
          systemctl restart ocusers-firewall.service
-         echo rules=$(nft list table inet ocusers | grep -c ' own [0-9]*-[0-9]* uid [0-9]*')
+         echo rules=$(nft list table inet ocusers | grep -o ' own [0-9]*-[0-9]* uid [0-9]*' | wc -l)
          echo closed=$(in_unit alice oc-alice curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{bob}/readyz 2>&1)"
     ))?;
     let f = fields(&out);
@@ -1140,7 +1140,7 @@ pub fn remove_drops_rules(fx: &Fixture) -> R {
     let out = fx.ok("ocusers remove carol --purge >/dev/null
          echo file=$(grep -c 'carol' /var/lib/ocusers/firewall.nft)
          echo loaded=$(nft list table inet ocusers | grep -c 'carol')
-         echo others=$(nft list table inet ocusers | grep -c ' own [0-9]*-[0-9]* uid [0-9]*')
+         echo others=$(nft list table inet ocusers | grep -o ' own [0-9]*-[0-9]* uid [0-9]*' | wc -l)
          # disable, like enable, leaves no daemon-reload pending (systemd 257)
          echo reload=$(prop alice NeedDaemonReload)")?;
     let f = fields(&out);
