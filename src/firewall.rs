@@ -1,35 +1,50 @@
-//! Loopback is not a boundary: nftables rules that close every tenant's
-//! port block to the other tenants. One table of ocusers' own,
-//! `table inet ocusers`, regenerated from the registry by `add` and
-//! `remove`, written to `/var/lib/ocusers/firewall.nft` and loaded from
-//! there at boot by `ocusers-firewall.service`.
+//! Default deny on the host's own addresses: nftables rules that keep each
+//! tenant's sockets to its own port block on loopback and on every address
+//! of the host, and close each block to everyone else. One table of
+//! ocusers' own, `table inet ocusers`, regenerated from the registry and
+//! `[isolation]` by `add` and `remove`, written to
+//! `/var/lib/ocusers/firewall.nft` and loaded from there at boot by
+//! `ocusers-firewall.service`.
 //!
-//! Two rules per tenant, both in the output hook, where the kernel knows the
-//! sending socket and its owner (`meta skuid`, the file owner of the socket):
+//! Everything is in the output hook, where the kernel knows the sending
+//! socket and its owner (`meta skuid`, the file owner of the socket), and
+//! the per-tenant facts are set elements, so the rules do not grow with the
+//! tenants (threat model rule 3):
 //!
-//! * **connect**: a packet *to* the tenant's block from a socket owned by
-//!   anyone but the tenant, root or a proxy user is refused (TCP reset, so a
-//!   connect fails at once with "connection refused").
-//! * **answer**: a packet *from* the tenant's block sent by a socket owned by
-//!   anyone but the tenant or root is dropped. A process of another user
-//!   that binds the port while the tenant is stopped (which the socket-bind
-//!   filter prevents only where systemd has its BPF framework) can then
-//!   never complete a TCP handshake, so it never receives a request, a
-//!   token or a cookie meant for the tenant.
+//! * **answer** (every packet, any conntrack state): a packet *from* a port
+//!   of a tenant's block sent by a socket of anyone but that tenant or root is
+//!   dropped. A process of another user that binds the port while the tenant
+//!   is stopped (which the socket-bind filter prevents only where systemd has
+//!   its BPF framework) can then never complete a TCP handshake, so it never
+//!   receives a request, a token or a cookie meant for the tenant.
+//! * **tenant, first packet to a host-local address** (`ct state new`;
+//!   127.0.0.0/8, ::1 and `fib daddr type local`): allowed only to the
+//!   tenant's own block, the operator's `[isolation] allow_local` and the
+//!   host's resolver on port 53 when /etc/resolv.conf names a local
+//!   nameserver; anything else is refused at once (TCP reset, ICMP port
+//!   unreachable), so a tool fails fast. Later packets of a connection (the
+//!   answers of the tenant's own listeners) are not affected.
+//! * **tenant, first packet to link-local or cloud metadata addresses**
+//!   ([`METADATA`]): refused unless allow-listed.
+//! * **connect** (anyone else, to a host-local address): a packet to a
+//!   tenant's block from a socket of anyone but the tenant or root is refused
+//!   (TCP reset). There is no exemption for the proxy: `systemd-socket-proxyd`
+//!   relays as the tenant (`openclaw-proxy@.service`).
 //!
-//! What stays reachable: each tenant's own ports from its own processes;
-//! every port from root (ocusers' health probes, the admin) and, for
-//! connects, from the proxy users (`[isolation] proxy_users`); everything
-//! outside the tenants' blocks, as before. Sockets without an owner (the
-//! kernel's own replies, such as a reset from a closed port) are left alone.
+//! What stays reachable: root reaches everything; a tenant reaches its own
+//! ports, the allow-list, the local resolver and every other host; other
+//! users reach everything but the tenants' blocks. Sockets without an owner
+//! (the kernel's own replies, such as a reset from a closed port) are left
+//! alone.
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::config::{FirewallMode, HostConfig};
+use crate::config::{AllowLocal, FirewallMode, HostConfig, Proto};
 use crate::error::Error;
 use crate::fsutil;
 use crate::identity;
@@ -42,6 +57,28 @@ pub const TABLE: &str = "ocusers";
 /// The unit that loads the rules at boot.
 pub const UNIT: &str = "ocusers-firewall.service";
 
+/// Link-local ranges and the cloud providers' metadata addresses (AWS,
+/// GCP, OCI over IPv6; Alibaba's 100.100.100.200): instance credentials
+/// and user-data for any local process. Tenants reach them only through
+/// `allow_local`.
+pub const METADATA: [&str; 6] = [
+    "169.254.0.0/16",
+    "100.100.100.200",
+    "fe80::/10",
+    "fd00:ec2::254",
+    "fd20:ce::254",
+    "fd00:c1::a9fe:a9fe",
+];
+
+/// Comments of the fixed rules (the loaded table is compared by comments).
+const ANSWER: &str = "answer: from a tenant's block only its tenant or root (any state)";
+const CONNECT_TCP: &str = "connect: a tenant's block only from its tenant or root (tcp)";
+const CONNECT_UDP: &str = "connect: a tenant's block only from its tenant or root (udp)";
+const LOCAL_TCP: &str = "tenant to a host-local address outside its block (tcp)";
+const LOCAL_OTHER: &str = "tenant to a host-local address outside its block (udp, other)";
+const META_TCP: &str = "tenant to link-local or cloud metadata (tcp)";
+const META_OTHER: &str = "tenant to link-local or cloud metadata (udp, other)";
+
 /// One tenant's rule inputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TenantRule {
@@ -49,6 +86,16 @@ pub struct TenantRule {
     pub first_port: u16,
     pub last_port: u16,
     pub uid: u32,
+}
+
+/// Everything the ruleset is made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inputs {
+    pub tenants: Vec<TenantRule>,
+    /// `[isolation] allow_local`.
+    pub allow: Vec<AllowLocal>,
+    /// Local nameservers of /etc/resolv.conf (port 53, TCP and UDP).
+    pub resolvers: Vec<IpAddr>,
 }
 
 /// The rule set for these tenants: tenants whose user does not exist (yet,
@@ -69,69 +116,249 @@ pub fn tenant_rules(records: &[Record]) -> Vec<TenantRule> {
         .collect()
 }
 
-/// The uids of the proxy users that exist on this host.
-pub fn proxy_uids(cfg: &HostConfig) -> Vec<(String, u32)> {
-    cfg.isolation
-        .proxy_users
-        .iter()
-        .filter_map(|u| identity::lookup(u).map(|a| (u.clone(), a.uid)))
-        .collect()
+/// The nameservers of `resolv_conf` that are this host's own: loopback, or
+/// an address a socket can bind (only the host's own addresses bind).
+pub fn local_resolvers(resolv_conf: &std::path::Path) -> Vec<IpAddr> {
+    let Ok(text) = std::fs::read_to_string(resolv_conf) else {
+        return Vec::new();
+    };
+    let mut out: Vec<IpAddr> = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nameserver") {
+            continue;
+        }
+        // An IPv6 nameserver may carry a scope (fe80::1%eth0): not local.
+        let Some(addr) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        let local = addr.is_loopback()
+            || addr.is_unspecified()
+            || std::net::UdpSocket::bind((addr, 0)).is_ok();
+        if local && !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    out
+}
+
+fn q(comment: &str) -> String {
+    // Comments are ocusers' own words, tenant names and validated
+    // addresses; nft keeps at most 128 bytes of a comment.
+    let c: String = comment.chars().filter(|c| *c != '"').take(120).collect();
+    format!("comment \"{c}\"")
+}
+
+/// A set: its elements one a line, each with its comment.
+fn set(out: &mut String, name: &str, typeof_: &str, interval: bool, elems: &[(String, String)]) {
+    out.push_str(&format!("\tset {name} {{\n\t\ttypeof {typeof_}\n"));
+    if interval {
+        out.push_str("\t\tflags interval\n");
+    }
+    if !elems.is_empty() {
+        out.push_str("\t\telements = {\n");
+        let n = elems.len();
+        for (i, (e, c)) in elems.iter().enumerate() {
+            let sep = if i + 1 < n { "," } else { "" };
+            out.push_str(&format!("\t\t\t{e} {}{sep}\n", q(c)));
+        }
+        out.push_str("\t\t}\n");
+    }
+    out.push_str("\t}\n\n");
+}
+
+fn addr_elem(a: IpAddr) -> String {
+    a.to_string()
 }
 
 /// The ruleset file: creating and deleting the table first makes loading it
 /// replace ocusers' table atomically (one nft transaction) and touch nothing
 /// else.
-pub fn render(rules: &[TenantRule], proxies: &[(String, u32)]) -> String {
+pub fn render(inputs: &Inputs) -> String {
     let mut out = String::from(
         "#!/usr/sbin/nft -f\n\
-         # Generated by ocusers from /var/lib/ocusers/tenants: do not edit, `ocusers add`\n\
-         # and `ocusers remove` rewrite it. Loaded at boot by ocusers-firewall.service.\n\
-         # A tenant's port block takes connections only from its own user, root and the\n\
-         # proxy users, and only the tenant's own user (or root) may answer from it.\n",
+         # Generated by ocusers from /var/lib/ocusers/tenants and [isolation] in\n\
+         # /etc/ocusers/ocusers.toml: do not edit, `ocusers add` and `ocusers remove`\n\
+         # rewrite it. Loaded at boot by ocusers-firewall.service.\n\
+         # A tenant's sockets reach the host's own addresses only in the tenant's port\n\
+         # block, the allow-list and the local resolver; a tenant's block takes\n\
+         # connections only from its tenant and root, and only they can answer from it.\n",
     );
-    let proxy_names: Vec<&str> = proxies.iter().map(|(n, _)| n.as_str()).collect();
-    out.push_str(&format!(
-        "# proxy users: {}\n",
-        if proxy_names.is_empty() {
-            "none on this host".to_string()
-        } else {
-            proxy_names.join(", ")
-        }
-    ));
     out.push_str(&format!(
         "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n"
     ));
-    out.push_str("\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n");
-    for r in rules {
-        let mut connect: BTreeSet<u32> = BTreeSet::from([0, r.uid]);
-        connect.extend(proxies.iter().map(|(_, uid)| *uid));
-        let list = |s: &BTreeSet<u32>| s.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
-        let answer = BTreeSet::from([0, r.uid]);
-        let range = format!("{}-{}", r.first_port, r.last_port);
-        let name = &r.name;
-        out.push_str(&format!(
-            "\t\t# tenant {name}: ports {range}, user {} (uid {})\n",
-            paths::USER_PREFIX.to_string() + name,
-            r.uid
-        ));
-        out.push_str(&format!(
-            "\t\ttcp dport {range} meta skuid != {{ {} }} counter reject with tcp reset comment \"{name} connect {range} from {}\"\n",
-            list(&connect),
-            list(&connect).replace(" ", "")
-        ));
-        out.push_str(&format!(
-            "\t\tudp dport {range} meta skuid != {{ {} }} counter reject comment \"{name} connect {range} from {}\"\n",
-            list(&connect),
-            list(&connect).replace(" ", "")
-        ));
-        out.push_str(&format!(
-            "\t\tmeta l4proto {{ tcp, udp }} th sport {range} meta skuid != {{ {} }} counter drop comment \"{name} answer {range} from {}\"\n",
-            list(&answer),
-            list(&answer).replace(" ", "")
-        ));
+    let mut tenants = inputs.tenants.clone();
+    tenants.sort_by_key(|t| (t.first_port, t.uid));
+
+    let uids: Vec<(String, String)> = {
+        let mut seen = BTreeSet::new();
+        tenants
+            .iter()
+            .filter(|t| seen.insert(t.uid))
+            .map(|t| (t.uid.to_string(), format!("{} uid {}", t.name, t.uid)))
+            .collect()
+    };
+    set(&mut out, "tenant_uids", "meta skuid", false, &uids);
+
+    // Blocks never overlap in a sound registry (`audit` fails if they do);
+    // overlapping ones are merged so the set still loads.
+    let mut blocks: Vec<(u16, u16, String)> = Vec::new();
+    for t in &tenants {
+        let c = format!("{} block {}-{}", t.name, t.first_port, t.last_port);
+        match blocks.last_mut() {
+            Some(last) if t.first_port <= last.1 => {
+                last.1 = last.1.max(t.last_port);
+                last.2 = format!("{}; {c}", last.2);
+            }
+            _ => blocks.push((t.first_port, t.last_port, c)),
+        }
     }
-    out.push_str("\t}\n}\n");
+    let blocks: Vec<(String, String)> = blocks
+        .into_iter()
+        .map(|(a, b, c)| (format!("{a}-{b}"), c))
+        .collect();
+    set(&mut out, "blocks", "th dport", true, &blocks);
+
+    let own: Vec<(String, String)> = tenants
+        .iter()
+        .map(|t| {
+            (
+                format!("{} . {}-{}", t.uid, t.first_port, t.last_port),
+                own_comment(&t.name, t.first_port, t.last_port, t.uid),
+            )
+        })
+        .collect();
+    set(&mut out, "own_ports", "meta skuid . th dport", true, &own);
+
+    // Allow-list and resolvers: address . protocol . port.
+    let mut allow: Vec<(IpAddr, Proto, u16, String)> = Vec::new();
+    for a in &inputs.allow {
+        for p in a.protos() {
+            allow.push((a.addr, p, a.port, format!("allow_local {a} {}", p.as_str())));
+        }
+    }
+    for r in &inputs.resolvers {
+        for p in [Proto::Udp, Proto::Tcp] {
+            allow.push((*r, p, 53, format!("resolver {r} {}", p.as_str())));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    allow.retain(|(a, p, port, _)| seen.insert((*a, *p, *port)));
+    let family = |v6: bool| -> Vec<(String, String)> {
+        allow
+            .iter()
+            .filter(|(a, ..)| a.is_ipv6() == v6)
+            .map(|(a, p, port, c)| {
+                (
+                    format!("{} . {} . {port}", addr_elem(*a), p.as_str()),
+                    c.clone(),
+                )
+            })
+            .collect()
+    };
+    set(
+        &mut out,
+        "allow4",
+        "ip daddr . meta l4proto . th dport",
+        false,
+        &family(false),
+    );
+    set(
+        &mut out,
+        "allow6",
+        "ip6 daddr . meta l4proto . th dport",
+        false,
+        &family(true),
+    );
+    let meta = |v6: bool| -> Vec<(String, String)> {
+        METADATA
+            .iter()
+            .filter(|m| m.contains(':') == v6)
+            .map(|m| (m.to_string(), format!("metadata {m}")))
+            .collect()
+    };
+    set(&mut out, "metadata4", "ip daddr", true, &meta(false));
+    set(&mut out, "metadata6", "ip6 daddr", true, &meta(true));
+
+    let rules = [
+        "\tchain output {",
+        "\t\ttype filter hook output priority filter; policy accept;",
+        "\t\tmeta skuid 0 accept",
+        &format!(
+            "\t\tmeta l4proto {{ tcp, udp }} th sport @blocks meta skuid . th sport != @own_ports counter drop {}",
+            q(ANSWER)
+        ),
+        "\t\tip daddr 127.0.0.0/8 goto to_local",
+        "\t\tip6 daddr ::1 goto to_local",
+        "\t\tfib daddr type local goto to_local",
+        "\t\tmeta skuid @tenant_uids ct state new ip daddr @metadata4 goto tenant_metadata",
+        "\t\tmeta skuid @tenant_uids ct state new ip6 daddr @metadata6 goto tenant_metadata",
+        "\t}",
+        "",
+        "\tchain to_local {",
+        "\t\tmeta skuid @tenant_uids ct state new goto tenant_local",
+        // A host whose own rules exempt loopback from conntrack (`notrack`)
+        // gives no state: judge each packet, so the deny still holds.
+        "\t\tmeta skuid @tenant_uids ct state untracked goto tenant_untracked",
+        &format!(
+            "\t\ttcp dport @blocks meta skuid . tcp dport != @own_ports counter reject with tcp reset {}",
+            q(CONNECT_TCP)
+        ),
+        &format!(
+            "\t\tudp dport @blocks meta skuid . udp dport != @own_ports counter reject {}",
+            q(CONNECT_UDP)
+        ),
+        "\t}",
+        "",
+        "\tchain tenant_untracked {",
+        "\t\tmeta l4proto { tcp, udp } meta skuid . th sport @own_ports return",
+        "\t\ttcp flags & (syn | ack) != syn return",
+        "\t\tgoto tenant_local",
+        "\t}",
+        "",
+        "\tchain tenant_local {",
+        "\t\tmeta l4proto { tcp, udp } meta skuid . th dport @own_ports accept",
+        "\t\tmeta l4proto { tcp, udp } ip daddr . meta l4proto . th dport @allow4 accept",
+        "\t\tmeta l4proto { tcp, udp } ip6 daddr . meta l4proto . th dport @allow6 accept",
+        &format!(
+            "\t\tmeta l4proto tcp counter reject with tcp reset {}",
+            q(LOCAL_TCP)
+        ),
+        &format!("\t\tcounter reject {}", q(LOCAL_OTHER)),
+        "\t}",
+        "",
+        "\tchain tenant_metadata {",
+        "\t\tmeta l4proto { tcp, udp } ip daddr . meta l4proto . th dport @allow4 accept",
+        "\t\tmeta l4proto { tcp, udp } ip6 daddr . meta l4proto . th dport @allow6 accept",
+        &format!(
+            "\t\tmeta l4proto tcp counter reject with tcp reset {}",
+            q(META_TCP)
+        ),
+        &format!("\t\tcounter reject {}", q(META_OTHER)),
+        "\t}",
+        "}",
+    ];
+    for r in rules {
+        out.push_str(r);
+        out.push('\n');
+    }
     out
+}
+
+fn own_comment(name: &str, first: u16, last: u16, uid: u32) -> String {
+    format!("{name} own {first}-{last} uid {uid}")
+}
+
+/// Does the loaded table close this tenant's block (its own-ports and block
+/// elements and the answer and connect rules are there)?
+pub fn closes_block(table: &str, name: &str, first: u16, last: u16) -> bool {
+    let have: BTreeSet<&str> = comments(table).collect();
+    have.contains(format!("{name} block {first}-{last}").as_str())
+        && have
+            .iter()
+            .any(|c| c.starts_with(&format!("{name} own {first}-{last} uid ")))
+        && have.contains(ANSWER)
+        && have.contains(CONNECT_TCP)
 }
 
 /// The ruleset the registry asks for now, leaving out `exclude` (a tenant
@@ -141,7 +368,11 @@ pub fn desired(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) ->
         .into_iter()
         .filter(|r| Some(&r.name) != exclude)
         .collect();
-    Ok(render(&tenant_rules(&records), &proxy_uids(cfg)))
+    Ok(render(&Inputs {
+        tenants: tenant_rules(&records),
+        allow: cfg.isolation.allow_local(),
+        resolvers: local_resolvers(&paths.root().join("etc/resolv.conf")),
+    }))
 }
 
 /// Can this host load nftables rules? `Err(why)` when nft is missing or the
@@ -211,10 +442,9 @@ fn loaded_matches(text: &str, loaded: &str) -> bool {
 }
 
 fn comments(text: &str) -> impl Iterator<Item = &str> {
-    text.lines().filter_map(|l| {
-        let (_, rest) = l.split_once("comment \"")?;
-        rest.split_once('"').map(|(c, _)| c)
-    })
+    text.split("comment \"")
+        .skip(1)
+        .filter_map(|rest| rest.split_once('"').map(|(c, _)| c))
 }
 
 /// Is the host's firewall what the registry asks for? The file must match;
@@ -245,6 +475,11 @@ pub fn sync(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) -> Re
     if cfg.isolation.firewall == FirewallMode::Off {
         return Ok(());
     }
+    if !cfg.isolation.proxy_users.is_empty() {
+        tracing::warn!(
+            "[isolation] proxy_users in /etc/ocusers/ocusers.toml is ignored: the proxy reaches each tenant through systemd-socket-proxyd, which connects as the tenant; delete the key"
+        );
+    }
     let want = desired(paths, cfg, exclude)?;
     let file = paths.firewall_file();
     if let Some(dir) = file.parent() {
@@ -269,50 +504,136 @@ pub fn sync(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) -> Re
 mod tests {
     use super::*;
 
-    #[test]
-    fn rules_close_each_block_to_the_others() {
-        let rules = vec![
-            TenantRule {
-                name: "alice".into(),
-                first_port: 20000,
-                last_port: 20127,
-                uid: 998,
-            },
-            TenantRule {
-                name: "bob-smith".into(),
-                first_port: 20128,
-                last_port: 20255,
-                uid: 997,
-            },
-        ];
-        let text = render(&rules, &[("caddy".into(), 120)]);
-        assert!(
-            text.contains("table inet ocusers\ndelete table inet ocusers\ntable inet ocusers {")
-        );
-        assert!(text.contains(
-            "tcp dport 20000-20127 meta skuid != { 0, 120, 998 } counter reject with tcp reset comment \"alice connect 20000-20127 from 0,120,998\""
-        ), "{text}");
-        assert!(text.contains(
-            "meta l4proto { tcp, udp } th sport 20128-20255 meta skuid != { 0, 997 } counter drop comment \"bob-smith answer 20128-20255 from 0,997\""
-        ), "{text}");
-        assert!(text.contains("# proxy users: caddy"));
-        let none = render(&[], &[]);
-        assert!(none.contains("# proxy users: none on this host"));
-        assert!(!none.contains("dport"));
+    fn three() -> Inputs {
+        let t = |name: &str, first: u16, uid: u32| TenantRule {
+            name: name.into(),
+            first_port: first,
+            last_port: first + 127,
+            uid,
+        };
+        Inputs {
+            tenants: vec![
+                t("bob-smith", 20128, 997),
+                t("alice", 20000, 998),
+                t("carol", 20256, 996),
+            ],
+            allow: vec![
+                AllowLocal::parse("127.0.0.1:11434").unwrap(),
+                AllowLocal::parse("tcp/[::1]:8080").unwrap(),
+            ],
+            resolvers: vec!["127.0.0.53".parse().unwrap()],
+        }
     }
 
     #[test]
-    fn loaded_table_is_compared_by_rule_comments() {
-        let rules = vec![TenantRule {
-            name: "alice".into(),
-            first_port: 20000,
-            last_port: 20127,
-            uid: 998,
-        }];
-        let text = render(&rules, &[]);
-        // As `nft list table` prints it (counters, normalised sets).
-        let loaded = "table inet ocusers {\n\tchain output {\n\t\ttcp dport 20000-20127 meta skuid != { 0, 998 } counter packets 0 bytes 0 reject with tcp reset comment \"alice connect 20000-20127 from 0,998\"\n\t\tudp dport 20000-20127 meta skuid != { 0, 998 } counter packets 0 bytes 0 reject comment \"alice connect 20000-20127 from 0,998\"\n\t\tmeta l4proto { tcp, udp } th sport 20000-20127 meta skuid != { 0, 998 } counter packets 0 bytes 0 drop comment \"alice answer 20000-20127 from 0,998\"\n\t}\n}\n";
-        assert!(loaded_matches(&text, loaded));
-        assert!(!loaded_matches(&render(&[], &[]), loaded));
+    fn rules_are_sets_that_do_not_grow_with_tenants() {
+        let text = render(&three());
+        assert!(
+            text.contains("table inet ocusers\ndelete table inet ocusers\ntable inet ocusers {")
+        );
+        for want in [
+            "998 . 20000-20127 comment \"alice own 20000-20127 uid 998\",",
+            "20128-20255 comment \"bob-smith block 20128-20255\"",
+            "127.0.0.1 . tcp . 11434 comment \"allow_local 127.0.0.1:11434 tcp\"",
+            "127.0.0.1 . udp . 11434 comment \"allow_local 127.0.0.1:11434 udp\"",
+            "::1 . tcp . 8080 comment \"allow_local tcp/[::1]:8080 tcp\"",
+            "127.0.0.53 . udp . 53 comment \"resolver 127.0.0.53 udp\"",
+            "fd00:ec2::254 comment \"metadata fd00:ec2::254\"",
+            "ip daddr 127.0.0.0/8 goto to_local",
+            "fib daddr type local goto to_local",
+            "meta skuid @tenant_uids ct state new goto tenant_local",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+        assert!(!text.contains("::1 . udp . 8080"), "{text}");
+        // The answer rule comes before anything that accepts a tenant's
+        // packets, and is not limited to new connections.
+        let answer = text.find("counter drop").unwrap();
+        assert!(answer < text.find("goto to_local").unwrap());
+        assert!(
+            !text
+                .lines()
+                .find(|l| l.contains("counter drop"))
+                .unwrap()
+                .contains("ct state")
+        );
+        // Rules: the same count for 0, 3 and 200 tenants.
+        let rules = |t: &str| {
+            t.lines()
+                .filter(|l| {
+                    l.starts_with("\t\t")
+                        && !l.starts_with("\t\t\t")
+                        && !l.contains("typeof")
+                        && !l.trim_start().starts_with("flags ")
+                        && !l.contains("elements")
+                        && !l.contains("type filter")
+                        && l.trim() != "}"
+                })
+                .count()
+        };
+        let none = render(&Inputs::default());
+        assert!(!none.contains("elements = {\n\t\t}"), "{none}");
+        let mut many = three();
+        many.tenants = (0..200)
+            .map(|i| TenantRule {
+                name: format!("t{i}"),
+                first_port: 20000 + 128 * (i % 99) as u16,
+                last_port: 20127 + 128 * (i % 99) as u16,
+                uid: 2000 + i,
+            })
+            .collect();
+        assert_eq!(rules(&none), rules(&text));
+        assert_eq!(rules(&render(&many)), rules(&text));
+        assert_eq!(rules(&text), 23, "{text}");
+    }
+
+    #[test]
+    fn overlapping_blocks_are_merged_so_the_set_loads() {
+        let mut i = three();
+        i.tenants[2].first_port = 20200;
+        i.tenants[2].last_port = 20327;
+        let text = render(&i);
+        assert!(
+            text.contains(
+                "20128-20327 comment \"bob-smith block 20128-20255; carol block 20200-20327\""
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn loaded_table_is_compared_by_comments() {
+        let text = render(&three());
+        assert!(loaded_matches(&text, &text));
+        assert!(closes_block(&text, "alice", 20000, 20127));
+        assert!(!closes_block(&text, "alice", 20000, 20255));
+        assert!(!closes_block(&text, "dave", 20384, 20511));
+        let mut fewer = three();
+        fewer.allow.pop();
+        assert!(!loaded_matches(&text, &render(&fewer)));
+        // As `nft list table` prints a set: several elements on a line.
+        let loaded = text.replace(",\n\t\t\t", ", ");
+        assert!(loaded_matches(&text, &loaded));
+        assert!(!loaded_matches(&render(&Inputs::default()), &loaded));
+    }
+
+    #[test]
+    fn resolvers_are_the_local_nameservers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("resolv.conf");
+        std::fs::write(
+            &f,
+            "# comment\nnameserver 127.0.0.53\nnameserver 192.0.2.99\nnameserver ::1\nnameserver fe80::1%eth0\noptions edns0\nnameserver 127.0.0.53\n",
+        )
+        .unwrap();
+        let r = local_resolvers(&f);
+        assert_eq!(
+            r,
+            vec![
+                "127.0.0.53".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert!(local_resolvers(&dir.path().join("missing")).is_empty());
     }
 }

@@ -13,11 +13,25 @@ pub enum Readiness {
     NotReady(String),
     /// Nothing answers on the port.
     Unreachable(String),
+    /// Not probed: only root may connect to a tenant's port (the firewall
+    /// refuses everyone else, as it refuses other tenants).
+    Unknown(String),
 }
+
+/// Why a command run as a normal user shows readiness as unknown.
+pub const ONLY_ROOT: &str = "readiness is probed only as root (run the command with sudo)";
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
         matches!(self, Readiness::Ready)
+    }
+
+    /// Ready or not; None when not known.
+    pub fn known(&self) -> Option<bool> {
+        match self {
+            Readiness::Unknown(_) => None,
+            r => Some(r.is_ready()),
+        }
     }
 }
 
@@ -85,7 +99,7 @@ pub fn wait_ready(
         std::thread::sleep(Duration::from_millis(200));
     }
     Err(match last {
-        Readiness::NotReady(d) | Readiness::Unreachable(d) => d,
+        Readiness::NotReady(d) | Readiness::Unreachable(d) | Readiness::Unknown(d) => d,
         Readiness::Ready => unreachable!(),
     })
 }

@@ -31,7 +31,7 @@ const FAMILIES: &[Family] = &[
         name: "ocusers_tenant_ready",
         kind: "gauge",
         help: "1 when the tenant's gateway answers /readyz with 200.",
-        value: |s| Some(f64::from(u8::from(s.ready))),
+        value: |s| s.ready.map(|r| f64::from(u8::from(r))),
     },
     Family {
         name: "ocusers_tenant_memory_current_bytes",
@@ -179,7 +179,7 @@ mod tests {
             state: "active".into(),
             sub_state: "running".into(),
             enabled: "enabled".into(),
-            ready: true,
+            ready: Some(true),
             readiness: Readiness::Ready,
             main_pid: Some(1),
             restarts: 2,

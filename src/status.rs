@@ -26,7 +26,8 @@ pub struct TenantStatus {
     pub state: String,
     pub sub_state: String,
     pub enabled: String,
-    pub ready: bool,
+    /// None (`null`) when readiness is unknown: probed only as root.
+    pub ready: Option<bool>,
     pub readiness: Readiness,
     pub main_pid: Option<u32>,
     pub restarts: u32,
@@ -50,10 +51,36 @@ pub struct Tasks {
     pub max: Option<u64>,
 }
 
+/// Do we probe readiness? Only as root: the firewall refuses a tenant's
+/// port to everyone but the tenant and root, so a normal user's probe would
+/// call every gateway unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Gateways,
+    /// Readiness of a running unit is reported as unknown.
+    NotAsThisUser,
+}
+
+impl Probe {
+    /// `Gateways` for root, `NotAsThisUser` for anyone else.
+    pub fn for_this_user() -> Probe {
+        if nix::unistd::geteuid().is_root() {
+            Probe::Gateways
+        } else {
+            Probe::NotAsThisUser
+        }
+    }
+}
+
 pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
+    collect_as(sd, record, Probe::for_this_user())
+}
+
+/// [`collect`], probing or not as `probe` says.
+pub fn collect_as(sd: &dyn Systemd, record: &Record, probe: Probe) -> Result<TenantStatus> {
     let unit = paths::unit_name(&record.name);
     let info: UnitInfo = sd.unit(&unit)?;
-    let readiness = readiness(record, &info);
+    let readiness = readiness(record, &info, probe);
     Ok(assemble(record, info, readiness))
 }
 
@@ -61,11 +88,13 @@ pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Asks the gateway only when systemd says it runs.
-fn readiness(record: &Record, info: &UnitInfo) -> Readiness {
-    if info.is_active() {
-        health::probe(record.port, PROBE_TIMEOUT)
-    } else {
+fn readiness(record: &Record, info: &UnitInfo, probe: Probe) -> Readiness {
+    if !info.is_active() {
         Readiness::Unreachable(format!("unit is {}", info.active_state))
+    } else if probe == Probe::NotAsThisUser {
+        Readiness::Unknown(health::ONLY_ROOT.into())
+    } else {
+        health::probe(record.port, PROBE_TIMEOUT)
     }
 }
 
@@ -73,7 +102,27 @@ fn readiness(record: &Record, info: &UnitInfo) -> Readiness {
 /// threads probe the gateways (every one: a stopped gateway's port refuses
 /// at once, and the answer counts only for a unit systemd says runs).
 pub fn collect_many(sd: &dyn Systemd, records: &[Record]) -> Result<Vec<TenantStatus>> {
+    collect_many_as(sd, records, Probe::for_this_user())
+}
+
+/// [`collect_many`], probing or not as `probe` says.
+pub fn collect_many_as(
+    sd: &dyn Systemd,
+    records: &[Record],
+    probe: Probe,
+) -> Result<Vec<TenantStatus>> {
     let units: Vec<String> = records.iter().map(|r| paths::unit_name(&r.name)).collect();
+    if probe == Probe::NotAsThisUser {
+        let infos = sd.units(&units).into_iter().collect::<Result<Vec<_>>>()?;
+        return Ok(records
+            .iter()
+            .zip(infos)
+            .map(|(r, info)| {
+                let readiness = readiness(r, &info, probe);
+                assemble(r, info, readiness)
+            })
+            .collect());
+    }
     let threads = records.len().clamp(1, 16);
     let chunk = records.len().div_ceil(threads).max(1);
     let (infos, probes) = std::thread::scope(|scope| {
@@ -103,7 +152,7 @@ pub fn collect_many(sd: &dyn Systemd, records: &[Record]) -> Result<Vec<TenantSt
             let readiness = if info.is_active() {
                 probe
             } else {
-                readiness(r, &info)
+                readiness(r, &info, Probe::Gateways)
             };
             assemble(r, info, readiness)
         })
@@ -131,7 +180,7 @@ fn assemble(record: &Record, info: UnitInfo, readiness: Readiness) -> TenantStat
         state: info.active_state.clone(),
         sub_state: info.sub_state.clone(),
         enabled: info.unit_file_state.clone(),
-        ready: readiness.is_ready(),
+        ready: readiness.known(),
         readiness,
         main_pid: (info.main_pid != 0).then_some(info.main_pid),
         restarts: info.n_restarts,

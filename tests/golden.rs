@@ -199,10 +199,63 @@ fn status_json_shape() {
         domains: Vec::new(),
         limits: Default::default(),
     };
-    let status = ocusers::status::collect(&sd, &record).unwrap();
+    let status =
+        ocusers::status::collect_as(&sd, &record, ocusers::status::Probe::Gateways).unwrap();
     let mut text = serde_json::to_string_pretty(&status).unwrap();
     text.push('\n');
     check("tests/golden/status-alice.json", text.as_bytes());
+
+    // Run by a normal user: a running gateway's readiness is unknown (only
+    // root may connect to a tenant's port), never "not ready".
+    let running = FixedSystemd(ocusers::systemd::UnitInfo {
+        active_state: "active".into(),
+        sub_state: "running".into(),
+        main_pid: 1234,
+        ..sd.0.clone()
+    });
+    for status in [
+        ocusers::status::collect_as(&running, &record, ocusers::status::Probe::NotAsThisUser)
+            .unwrap(),
+        ocusers::status::collect_many_as(
+            &running,
+            std::slice::from_ref(&record),
+            ocusers::status::Probe::NotAsThisUser,
+        )
+        .unwrap()
+        .remove(0),
+    ] {
+        let mut text = serde_json::to_string_pretty(&status).unwrap();
+        text.push('\n');
+        check("tests/golden/status-alice-not-root.json", text.as_bytes());
+    }
+}
+
+/// The nftables ruleset for three tenants, an allow-list and a local
+/// resolver (`nft -f` of it is the VM tier's job; bench/firewall_load
+/// times it at 200 tenants).
+#[test]
+fn firewall_ruleset() {
+    use ocusers::config::AllowLocal;
+    use ocusers::firewall::{Inputs, TenantRule, render};
+    let t = |name: &str, first: u16, uid: u32| TenantRule {
+        name: name.into(),
+        first_port: first,
+        last_port: first + 127,
+        uid,
+    };
+    let inputs = Inputs {
+        tenants: vec![
+            t("alice", 20000, 998),
+            t("bob", 20128, 997),
+            t("carol", 20256, 996),
+        ],
+        allow: vec![
+            AllowLocal::parse("127.0.0.1:11434").unwrap(),
+            AllowLocal::parse("tcp/[::1]:8080").unwrap(),
+        ],
+        resolvers: vec!["127.0.0.53".parse().unwrap()],
+    };
+    check("tests/golden/firewall.nft", render(&inputs).as_bytes());
 }
 
 /// The proxy includes, per proxy and TLS mode, with one tenant's extra

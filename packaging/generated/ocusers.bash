@@ -391,7 +391,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__audit__subcmd__probe)
-            opts="-v -h --verbose --help read-dir read-file signal bind connect"
+            opts="-v -h --verbose --help read-dir read-file signal bind connect tcp udp"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

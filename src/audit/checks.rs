@@ -192,8 +192,7 @@ pub(super) fn audit_tenant(
         ),
     }
     if let Some(table) = loaded {
-        let has = table.contains(&format!("\"{name} connect {}-{}", r.port, r.last_port()))
-            && table.contains(&format!("\"{name} answer {}-{}", r.port, r.last_port()));
+        let has = firewall::closes_block(table, name, r.port, r.last_port());
         check(
             &mut checks,
             "firewall_rules",

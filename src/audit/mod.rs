@@ -5,6 +5,7 @@
 //! against the others (see [`probe`]), and the OS layers this host enforces.
 //! Secrets are compared in memory and never printed.
 mod checks;
+mod local;
 mod openclaw;
 mod pairs;
 pub mod probe;
@@ -164,6 +165,17 @@ pub fn run(
             ));
         }
     }
+    // Against the host itself: root's bait listeners, the metadata
+    // addresses (only where ocusers' table would refuse them on this host,
+    // so no probe leaves it), other tenants' listeners outside their blocks.
+    let bait = local::Bait::open(loaded.is_some(), &cfg.isolation.allow_local());
+    for from in tenants
+        .iter()
+        .filter(|t| only.is_none_or(|n| *n == t.record.name))
+    {
+        probes.extend(local::probe_host(from, &tenants, &bait, &listeners));
+    }
+    drop(bait);
     for p in &probes {
         if !p.ok {
             failures.push(format!(

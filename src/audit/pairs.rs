@@ -121,9 +121,8 @@ pub(super) fn probe_pair(
     let r = &to.record;
     match (r.port..=r.last_port()).rev().find(|p| !busy.contains(p)) {
         Some(port) => {
-            let contained = loaded.is_some_and(|t| {
-                t.contains(&format!("\"{tname} answer {}-{}", r.port, r.last_port()))
-            });
+            let contained = loaded
+                .is_some_and(|t| crate::firewall::closes_block(t, &tname, r.port, r.last_port()));
             let pr = match run(Kind::Bind, &port.to_string()) {
                 Ok(Outcome::Denied(why)) => result(
                     "bind",

@@ -31,6 +31,11 @@ pub enum Kind {
     Bind,
     /// connect() to a TCP port on 127.0.0.1 (3 s timeout).
     Connect,
+    /// connect() to ADDRESS:PORT (IPv6 in brackets) over TCP; a refusal
+    /// must come at once, so a timeout (2 s) is an error, not a denial.
+    Tcp,
+    /// Send a datagram to ADDRESS:PORT and wait 2 s for the echo.
+    Udp,
 }
 
 /// Arguments of the hidden `ocusers audit-probe` (run by `ocusers audit`).
@@ -57,6 +62,14 @@ pub fn run_probe(args: &ProbeArgs) -> i32 {
             Ok(port) => TcpListener::bind(("127.0.0.1", port)).map(|_| ()),
             Err(e) => Err(std::io::Error::new(ErrorKind::InvalidInput, e)),
         },
+        Kind::Tcp => match args.target.parse::<SocketAddr>() {
+            Ok(addr) => TcpStream::connect_timeout(&addr, FAST).map(|_| ()),
+            Err(e) => Err(std::io::Error::new(ErrorKind::InvalidInput, e)),
+        },
+        Kind::Udp => match args.target.parse::<SocketAddr>() {
+            Ok(addr) => udp_echo(addr),
+            Err(e) => Err(std::io::Error::new(ErrorKind::InvalidInput, e)),
+        },
         Kind::Connect => match args.target.parse::<u16>() {
             Ok(port) => TcpStream::connect_timeout(
                 &SocketAddr::from(([127, 0, 0, 1], port)),
@@ -66,16 +79,27 @@ pub fn run_probe(args: &ProbeArgs) -> i32 {
             Err(e) => Err(std::io::Error::new(ErrorKind::InvalidInput, e)),
         },
     };
+    let fast = matches!(args.kind, Kind::Tcp | Kind::Udp);
     match result {
         Ok(()) => {
             println!("allowed");
             0
         }
+        Err(e) if fast && is_timeout(&e) => {
+            println!(
+                "error: no answer and no refusal within {} s",
+                FAST.as_secs()
+            );
+            BROKEN
+        }
         Err(e)
             if matches!(
                 e.kind(),
                 ErrorKind::PermissionDenied | ErrorKind::ConnectionRefused | ErrorKind::TimedOut
-            ) || e.raw_os_error() == Some(libc::EPERM) =>
+            ) || matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::ENETUNREACH | libc::EHOSTUNREACH)
+            ) =>
         {
             println!("denied: {e}");
             DENIED
@@ -85,6 +109,30 @@ pub fn run_probe(args: &ProbeArgs) -> i32 {
             BROKEN
         }
     }
+}
+
+/// How long a fast probe waits.
+const FAST: Duration = Duration::from_secs(2);
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock)
+}
+
+/// One datagram to `addr` and its echo back; a refusal shows as an error
+/// of the send (the firewall drops it: EPERM) or of the receive (an ICMP
+/// port unreachable: ECONNREFUSED).
+fn udp_echo(addr: SocketAddr) -> std::io::Result<()> {
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("address")
+    } else {
+        "0.0.0.0:0".parse().expect("address")
+    };
+    let s = std::net::UdpSocket::bind(bind)?;
+    s.set_read_timeout(Some(FAST))?;
+    s.connect(addr)?;
+    s.send(b"ocusers audit probe")?;
+    let mut buf = [0u8; 64];
+    s.recv(&mut buf).map(|_| ())
 }
 
 /// What a probe found.
@@ -159,4 +207,26 @@ pub fn probe_as(
             said
         }),
     })
+}
+
+/// [`probe_as`] as the tenant, in its unit's cgroup when given; a host that
+/// will not let us join the cgroup gets the probe as the user alone, and the
+/// outcome says so.
+pub fn probe_as_tenant(
+    account: &crate::identity::Account,
+    cgroup: Option<&std::path::Path>,
+    kind: Kind,
+    target: &str,
+) -> Result<Outcome> {
+    match probe_as(account.uid, account.gid, cgroup, kind, target) {
+        Err(e) if cgroup.is_some() => {
+            probe_as(account.uid, account.gid, None, kind, target).map(|o| match o {
+                Outcome::Denied(why) => Outcome::Denied(format!(
+                    "{why}; outside the unit: could not join its cgroup: {e:#}"
+                )),
+                other => other,
+            })
+        }
+        other => other,
+    }
 }

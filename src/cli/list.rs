@@ -17,6 +17,7 @@ pub fn run(paths: &Paths, args: JsonArg) -> Result<()> {
         println!("no tenants yet: add one with `sudo ocusers add NAME`");
         return Ok(());
     }
+    let unknown = statuses.iter().any(|s| s.ready.is_none());
     println!(
         "{:<20} {:<10} {:<6} {:<6} {:<9} {:>8} {:>8} {:>8}",
         "NAME", "STATE", "READY", "PORT", "TIER", "MEMORY", "MAX", "UPTIME"
@@ -26,13 +27,20 @@ pub fn run(paths: &Paths, args: JsonArg) -> Result<()> {
             "{:<20} {:<10} {:<6} {:<6} {:<9} {:>8} {:>8} {:>8}",
             s.name,
             s.state,
-            if s.ready { "yes" } else { "no" },
+            match s.ready {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            },
             s.port,
             s.tier,
             human_bytes(s.memory.current),
             human_bytes(s.memory.max),
             human_duration(s.uptime_sec),
         );
+    }
+    if unknown {
+        println!("READY ?: {}", crate::health::ONLY_ROOT);
     }
     Ok(())
 }

@@ -53,6 +53,7 @@ fn print_one(s: &TenantStatus) {
     let ready = match &s.readiness {
         Readiness::Ready => "ready".to_string(),
         Readiness::NotReady(d) | Readiness::Unreachable(d) => format!("not ready ({d})"),
+        Readiness::Unknown(d) => format!("unknown ({d})"),
     };
     println!("{} ({})", s.name, s.unit);
     println!("  state:    {} ({}), {}", s.state, s.sub_state, s.enabled);

@@ -46,6 +46,7 @@ const TRIALS: &[(&str, Check)] = &[
     ),
     ("bind_only_own_ports", isolation::bind_only_own_ports),
     ("connect_only_own_ports", isolation::connect_only_own_ports),
+    ("loopback_default_deny", isolation::loopback_default_deny),
     ("squatter_never_answers", isolation::squatter_never_answers),
     (
         "firewall_reloaded_by_unit",
