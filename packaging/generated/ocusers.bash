@@ -43,6 +43,9 @@ _ocusers() {
             ocusers,help)
                 cmd="ocusers__subcmd__help"
                 ;;
+            ocusers,history)
+                cmd="ocusers__subcmd__history"
+                ;;
             ocusers,list)
                 cmd="ocusers__subcmd__list"
                 ;;
@@ -130,6 +133,9 @@ _ocusers() {
             ocusers__subcmd__help,help)
                 cmd="ocusers__subcmd__help__subcmd__help"
                 ;;
+            ocusers__subcmd__help,history)
+                cmd="ocusers__subcmd__help__subcmd__history"
+                ;;
             ocusers__subcmd__help,list)
                 cmd="ocusers__subcmd__help__subcmd__list"
                 ;;
@@ -181,6 +187,9 @@ _ocusers() {
             ocusers__subcmd__help__subcmd__backup,verify)
                 cmd="ocusers__subcmd__help__subcmd__backup__subcmd__verify"
                 ;;
+            ocusers__subcmd__help__subcmd__proxy,ask)
+                cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__ask"
+                ;;
             ocusers__subcmd__help__subcmd__proxy,show)
                 cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__show"
                 ;;
@@ -208,6 +217,9 @@ _ocusers() {
             ocusers__subcmd__help__subcmd__token,rotate)
                 cmd="ocusers__subcmd__help__subcmd__token__subcmd__rotate"
                 ;;
+            ocusers__subcmd__proxy,ask)
+                cmd="ocusers__subcmd__proxy__subcmd__ask"
+                ;;
             ocusers__subcmd__proxy,help)
                 cmd="ocusers__subcmd__proxy__subcmd__help"
                 ;;
@@ -216,6 +228,9 @@ _ocusers() {
                 ;;
             ocusers__subcmd__proxy,sync)
                 cmd="ocusers__subcmd__proxy__subcmd__sync"
+                ;;
+            ocusers__subcmd__proxy__subcmd__help,ask)
+                cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__ask"
                 ;;
             ocusers__subcmd__proxy__subcmd__help,help)
                 cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__help"
@@ -293,7 +308,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs backup restore upgrade rollback doctor repair help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -491,7 +506,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs backup restore upgrade rollback doctor repair help"
+            opts="add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -644,6 +659,20 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__help__subcmd__history)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -687,8 +716,22 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__proxy)
-            opts="sync show"
+            opts="sync show ask"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__proxy__subcmd__ask)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -994,6 +1037,20 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__history)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__list)
             opts="-v -h --json --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1049,7 +1106,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__proxy)
-            opts="-v -h --verbose --help sync show help"
+            opts="-v -h --verbose --help sync show ask help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1062,9 +1119,37 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ocusers__subcmd__proxy__subcmd__help)
-            opts="sync show help"
+        ocusers__subcmd__proxy__subcmd__ask)
+            opts="-v -h --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help)
+            opts="sync show ask help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help__subcmd__ask)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
