@@ -59,9 +59,9 @@ pub fn http_answer(addr: SocketAddr) -> Option<String> {
 
 /// What is wrong with Caddy's admin endpoint, and the fix; `None` when it
 /// is on a unix socket (or off) and nothing answers on the default port.
-/// Not a Caddy setup: `None`.
 pub fn problem(cfg: &ProxyConfig) -> Option<(String, String)> {
-    if cfg.kind != Kind::Caddy || !cfg.enabled() {
+    // Not Caddy, or no Caddy installed (doctor says so on its own).
+    if cfg.kind != Kind::Caddy || !cfg.enabled() || cfg.check_installed().is_err() {
         return None;
     }
     let fix = format!(

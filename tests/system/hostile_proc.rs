@@ -139,7 +139,8 @@ pub fn config_restart_comes_back(fx: &Fixture) -> R {
     let baseline = t.elapsed();
     let pid = fx.main_pid("alice")?;
     let restarts: u32 = fx.show(unit, "NRestarts")?.parse().unwrap_or(0);
-    let cursor = fx.sh("journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p'")?;
+    let cursor =
+        fx.sh("journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p'")?;
     let out = fx.ocusers("exec alice -- openclaw config set gateway.tailscale.mode off");
     ensure(out.status.success(), || {
         format!("config set as the tenant: {}", describe(&out))

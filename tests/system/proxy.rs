@@ -696,11 +696,12 @@ pub fn proxy_caddy_on_demand_ask(fx: &Fixture) -> R {
     ensure(ask(&format!("unrouted.{DOMAIN}"))? == "404", || {
         "the ask endpoint allows a name nobody routes".into()
     })?;
-    // The operator's global options: README's two lines, and the internal
-    // issuer standing in for ACME. Certificates of the earlier `tls
+    // The operator's global options: README's lines, the internal issuer
+    // standing in for ACME, and `debug` (Caddy logs refused handshakes at
+    // debug level). Certificates of the earlier `tls
     // internal` runs go, so every name starts without one.
     fx.sh(&format!(
-        "sed -i 's|^\\tdefault_bind 127.0.0.1|&\\n\\tlocal_certs\\n\\ton_demand_tls {{\\n\\t\\task {ASK_URL}\\n\\t}}|' /etc/caddy/Caddyfile && \
+        "sed -i 's|^\\tdefault_bind 127.0.0.1|&\\n\\tdebug\\n\\tlocal_certs\\n\\ton_demand_tls {{\\n\\t\\task {ASK_URL}\\n\\t}}|' /etc/caddy/Caddyfile && \
          sed -i 's/^tls = \"internal\"/tls = \"acme\"/' /etc/ocusers/ocusers.toml && grep -q '^tls = \"acme\"' /etc/ocusers/ocusers.toml"
     ))?;
     let out = fx.ocusers_ok("proxy sync")?;
@@ -708,7 +709,8 @@ pub fn proxy_caddy_on_demand_ask(fx: &Fixture) -> R {
     fx.sh(
         "systemctl stop caddy && rm -rf /var/lib/caddy/.local/share/caddy/certificates && systemctl start caddy",
     )?;
-    let cursor = fx.sh("journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p'")?;
+    let cursor =
+        fx.sh("journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p'")?;
     let include = fx.sh("cat /etc/caddy/ocusers.caddy")?;
     ensure(include.contains("on_demand"), || include.clone())?;
     let bad = proxy_doctor_failures(fx)?;
@@ -773,7 +775,7 @@ pub fn proxy_caddy_on_demand_ask(fx: &Fixture) -> R {
     // Back to the internal CA for the trials that follow.
     fx.sh(
         "sed -i 's/^tls = \"acme\"/tls = \"internal\"/' /etc/ocusers/ocusers.toml && \
-         sed -i '/^\\tlocal_certs$/d; /^\\ton_demand_tls {$/,/^\\t}$/d' /etc/caddy/Caddyfile",
+         sed -i '/^\\tlocal_certs$/d; /^\\tdebug$/d; /^\\ton_demand_tls {$/,/^\\t}$/d' /etc/caddy/Caddyfile",
     )?;
     fx.ocusers_ok("proxy sync")?;
     let (code, body) = readyz_via_caddy(fx, "alice")?;
