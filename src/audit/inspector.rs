@@ -28,7 +28,7 @@ fn process_node_options(root: &std::path::Path, pid: u32) -> Option<String> {
 
 pub(super) fn check(paths: &paths::Paths, t: &Tenant, listeners: &[ports::Listener]) -> Check {
     let name = t.record.name.as_str();
-    let fix_file = format!("run `ocusers repair` (or `ocusers add {name}` again) to rewrite it");
+    let fix_file = format!("run `ocusers add {name}` again (or `ocusers apply`) to rewrite it");
     let file = t
         .env
         .as_ref()
