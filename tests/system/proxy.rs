@@ -180,7 +180,7 @@ fn caddy_admin_on_socket(fx: &Fixture) -> R {
         }),
         || format!("doctor does not fail on Caddy's TCP admin API: {bad:?}"),
     )?;
-    let audit = fx.ocusers("audit --json");
+    let audit = fx.ocusers("audit --json --no-openclaw");
     ensure(
         stdout(&audit).contains("proxy admin: Caddy's admin API listens on TCP 127.0.0.1:19019"),
         || {
