@@ -323,7 +323,7 @@ fn proxy(paths: &Paths, sd: Option<&dyn Systemd>, records: &[Record]) -> Vec<Che
     let ask_unit = "ocusers-ask.socket";
     let ask_missing = cfg.kind == crate::proxy::Kind::Caddy
         && cfg.tls == crate::proxy::Tls::Acme
-        && sd.is_some_and(|sd| !sd.unit(ask_unit).is_ok_and(|u| u.is_active()));
+        && sd.is_some_and(|sd| sd.active_state(ask_unit).map_or(true, |s| s != "active"));
     if ask_missing {
         out.push(bad(
             Status::Fail,
