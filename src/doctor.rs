@@ -336,6 +336,31 @@ fn proxy(paths: &Paths, sd: Option<&dyn Systemd>, records: &[Record]) -> Vec<Che
             format!("fix the file {program} names; then `sudo ocusers proxy sync`"),
         ));
     }
+    // Caddy's admin API on TCP lets any local process (a tenant's agent)
+    // replace the proxy's configuration.
+    let admin = crate::proxy::admin::problem(&cfg);
+    if let Some((detail, fix)) = &admin {
+        out.push(bad(Status::Fail, "proxy_admin", detail, fix));
+    }
+    // On-demand certificates only for the names ocusers routes.
+    let ask_unit = "ocusers-ask.socket";
+    let ask_missing = cfg.kind == crate::proxy::Kind::Caddy
+        && cfg.tls == crate::proxy::Tls::Acme
+        && sd.is_some_and(|sd| sd.active_state(ask_unit).map_or(true, |s| s != "active"));
+    if ask_missing {
+        out.push(bad(
+            Status::Fail,
+            "proxy_ask",
+            format!(
+                "tls = \"acme\" gets certificates on demand, but {ask_unit} is not listening: Caddy would get one for any name that points here"
+            ),
+            format!(
+                "`systemctl enable --now {ask_unit}` and `on_demand_tls {{ ask {} }}` in the global options of {}",
+                crate::proxy::ask::URL,
+                cfg.caddy_config.display()
+            ),
+        ));
+    }
     let routed: BTreeSet<(String, String)> = crate::proxy::links(paths)
         .unwrap_or_default()
         .into_iter()
@@ -364,6 +389,9 @@ fn proxy(paths: &Paths, sd: Option<&dyn Systemd>, records: &[Record]) -> Vec<Che
                 cfg.domain
             ),
         ));
+    }
+    if admin.is_none() && cfg.kind == crate::proxy::Kind::Caddy {
+        out.push(ok("proxy_admin", crate::proxy::admin::describe(&cfg)));
     }
     out
 }

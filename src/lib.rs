@@ -15,6 +15,7 @@ pub mod error;
 pub mod firewall;
 pub mod fsutil;
 pub mod health;
+pub mod history;
 pub mod identity;
 pub mod isolation;
 pub mod lock;

@@ -37,7 +37,20 @@ pub fn init(verbose: u8) {
 }
 
 /// Record a change in the journal with structured fields (OCUSERS_TENANT,
-/// OCUSERS_ACTION, OCUSERS_STEP; never secrets), and at info level on stderr.
+/// OCUSERS_ACTION, OCUSERS_STEP, OCUSERS_BY; never secrets), and at info
+/// level on stderr. `ocusers history` reads them back (only root's).
 pub fn record(tenant: &str, action: &str, step: &str) {
-    tracing::info!(target: AUDIT, tenant, action, step, "ocusers {action} {tenant}: {step}");
+    let by = invoker();
+    tracing::info!(target: AUDIT, tenant, action, step, by = %by, "ocusers {action} {tenant}: {step}");
+}
+
+/// Who runs this command: the admin behind sudo (sudo sets SUDO_USER), else
+/// `root` or `uid N`.
+pub fn invoker() -> String {
+    let uid = nix::unistd::getuid().as_raw();
+    match std::env::var("SUDO_USER") {
+        Ok(u) if uid == 0 && !u.is_empty() && u.len() <= 64 && !u.contains(char::is_control) => u,
+        _ if uid == 0 => "root".into(),
+        _ => format!("uid {uid}"),
+    }
 }

@@ -11,8 +11,24 @@ use crate::fsutil;
 pub const TOKEN_KEY: &str = "OPENCLAW_GATEWAY_TOKEN";
 /// The gateway port (the unit passes it as `--port`).
 pub const PORT_KEY: &str = "OCUSERS_PORT";
-/// V8 heap limit (`--max-old-space-size`), from the tier.
+/// Node's options, managed by ocusers: the V8 heap limit
+/// (`--max-old-space-size`, from the tier) and [`INSPECTOR_OFF`].
 pub const NODE_OPTIONS_KEY: &str = "NODE_OPTIONS";
+/// Without it, SIGUSR1 (which the tenant, or its agent, can send to its own
+/// gateway) opens Node's inspector on 127.0.0.1:9229: code execution inside
+/// the gateway for any local user that reaches the port. NODE_OPTIONS is
+/// inherited by the gateway's child processes, so they get it too.
+pub const INSPECTOR_OFF: &str = "--disable-sigusr1";
+
+/// The NODE_OPTIONS value ocusers writes for a V8 heap of `heap_mb`.
+pub fn node_options(heap_mb: u32) -> String {
+    format!("--max-old-space-size={heap_mb} {INSPECTOR_OFF}")
+}
+
+/// Whether a NODE_OPTIONS value keeps the inspector's signal off.
+pub fn inspector_off(node_options: &str) -> bool {
+    node_options.split_whitespace().any(|o| o == INSPECTOR_OFF)
+}
 
 /// 256 bits from the OS random number generator, hex-encoded.
 pub fn new_token() -> Result<String> {
@@ -256,6 +272,19 @@ mod tests {
         env.set("A", "1").unwrap();
         assert!(env.unset("A"));
         assert!(!env.unset("A"));
+    }
+
+    #[test]
+    fn node_options_turn_the_inspector_signal_off() {
+        let v = node_options(384);
+        assert_eq!(v, "--max-old-space-size=384 --disable-sigusr1");
+        assert!(inspector_off(&v));
+        assert!(!inspector_off("--max-old-space-size=384"));
+        assert!(!inspector_off("--disable-sigusr1x"));
+        // A value the environment file holds as it is.
+        let mut env = EnvFile::default();
+        env.set(NODE_OPTIONS_KEY, &v).unwrap();
+        assert_eq!(EnvFile::parse(&env.render("a")).unwrap(), env);
     }
 
     #[test]

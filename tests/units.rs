@@ -36,7 +36,7 @@ fn template_identity_and_supervision() {
         ("PartOf", "openclaw.target"),
         ("WantedBy", "openclaw.target"),
         ("EnvironmentFile", "/etc/ocusers/tenants/%i.env"),
-        ("Restart", "on-failure"),
+        ("Restart", "always"),
         ("RestartPreventExitStatus", "78"),
         ("StateDirectoryMode", "0700"),
         ("UMask", "0077"),
@@ -57,6 +57,25 @@ fn template_identity_and_supervision() {
     assert!(exec.contains("--bind loopback"), "{exec}");
     assert!(exec.contains("${OCUSERS_PORT}"), "{exec}");
     assert!(!exec.contains("token"), "{exec}");
+}
+
+/// The restart contract (threat model rule 5): a gateway that exits for a
+/// supervisor restart (status 0) comes back, a configuration error (78)
+/// does not loop, and a crash loop ends at a start limit.
+#[test]
+fn template_restart_contract() {
+    let u = unit("openclaw@.service");
+    assert_eq!(values(&u, "Restart"), ["always"]);
+    assert_eq!(values(&u, "RestartPreventExitStatus"), ["78"]);
+    let burst: u32 = values(&u, "StartLimitBurst")[0].parse().unwrap();
+    assert!((1..=20).contains(&burst), "StartLimitBurst={burst}");
+    assert!(!values(&u, "StartLimitIntervalSec").is_empty());
+    // The restart is systemd's (a new process, a fresh V8 heap), not the
+    // gateway's in-process one (OPENCLAW_NO_RESPAWN), which keeps the old
+    // process and what it leaked.
+    for env in values(&u, "Environment") {
+        assert!(!env.starts_with("OPENCLAW_NO_RESPAWN"), "{env}");
+    }
 }
 
 #[test]
@@ -85,7 +104,15 @@ fn template_sandbox() {
     assert!(values(&u, "SystemCallFilter").contains(&"@system-service"));
     assert!(values(&u, "SystemCallFilter").contains(&"~@privileged @resources"));
     // Other tenants' state directories are not even visible by name.
-    assert_eq!(values(&u, "TemporaryFileSystem"), ["/var/lib/openclaw:ro"]);
+    // The host's /dev/shm (which PrivateDevices= binds in) is replaced by one
+    // of the unit's own.
+    assert_eq!(
+        values(&u, "TemporaryFileSystem"),
+        [
+            "/dev/shm:mode=1777,size=256M,nosuid,nodev,noexec",
+            "/var/lib/openclaw:ro"
+        ]
+    );
     // The admin's files: secrets, registry, archives and backups of every
     // tenant (only the runtimes under /var/lib/ocusers stay visible).
     for path in [
@@ -163,4 +190,30 @@ fn metrics_timer_writes_the_textfile() {
     let t = unit("ocusers-metrics.timer");
     assert_eq!(values(&t, "OnUnitActiveSec"), ["30s"]);
     assert_eq!(values(&t, "WantedBy"), ["timers.target"]);
+}
+
+/// Caddy's on-demand `ask` endpoint: socket-activated, one sandboxed
+/// process per request, no daemon; loopback only.
+#[test]
+fn ask_endpoint_units() {
+    let s = unit("ocusers-ask.socket");
+    assert_eq!(values(&s, "ListenStream"), ["127.0.0.1:9123"]);
+    assert_eq!(values(&s, "Accept"), ["yes"]);
+    assert_eq!(values(&s, "WantedBy"), ["sockets.target"]);
+    let u = unit("ocusers-ask@.service");
+    assert_eq!(values(&u, "ExecStart"), ["/usr/bin/ocusers proxy ask"]);
+    assert_eq!(values(&u, "StandardInput"), ["socket"]);
+    // Logs must not end up in the HTTP answer.
+    assert_eq!(values(&u, "StandardError"), ["journal"]);
+    for (key, want) in [
+        ("DynamicUser", "yes"),
+        ("PrivateNetwork", "yes"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("TemporaryFileSystem", "/var/lib:ro"),
+        ("BindReadOnlyPaths", "-/var/lib/ocusers/proxy/hosts"),
+    ] {
+        assert_eq!(values(&u, key), [want], "{key}");
+    }
+    assert_eq!(ocusers::proxy::ask::ADDR, "127.0.0.1:9123");
 }

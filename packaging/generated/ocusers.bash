@@ -43,8 +43,8 @@ _ocusers() {
             ocusers,help)
                 cmd="ocusers__subcmd__help"
                 ;;
-            ocusers,internal)
-                cmd="ocusers__subcmd__internal"
+            ocusers,history)
+                cmd="ocusers__subcmd__history"
                 ;;
             ocusers,list)
                 cmd="ocusers__subcmd__list"
@@ -133,8 +133,8 @@ _ocusers() {
             ocusers__subcmd__help,help)
                 cmd="ocusers__subcmd__help__subcmd__help"
                 ;;
-            ocusers__subcmd__help,internal)
-                cmd="ocusers__subcmd__help__subcmd__internal"
+            ocusers__subcmd__help,history)
+                cmd="ocusers__subcmd__help__subcmd__history"
                 ;;
             ocusers__subcmd__help,list)
                 cmd="ocusers__subcmd__help__subcmd__list"
@@ -187,11 +187,8 @@ _ocusers() {
             ocusers__subcmd__help__subcmd__backup,verify)
                 cmd="ocusers__subcmd__help__subcmd__backup__subcmd__verify"
                 ;;
-            ocusers__subcmd__help__subcmd__internal,pack-state)
-                cmd="ocusers__subcmd__help__subcmd__internal__subcmd__pack__subcmd__state"
-                ;;
-            ocusers__subcmd__help__subcmd__internal,unpack-state)
-                cmd="ocusers__subcmd__help__subcmd__internal__subcmd__unpack__subcmd__state"
+            ocusers__subcmd__help__subcmd__proxy,ask)
+                cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__ask"
                 ;;
             ocusers__subcmd__help__subcmd__proxy,show)
                 cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__show"
@@ -220,23 +217,8 @@ _ocusers() {
             ocusers__subcmd__help__subcmd__token,rotate)
                 cmd="ocusers__subcmd__help__subcmd__token__subcmd__rotate"
                 ;;
-            ocusers__subcmd__internal,help)
-                cmd="ocusers__subcmd__internal__subcmd__help"
-                ;;
-            ocusers__subcmd__internal,pack-state)
-                cmd="ocusers__subcmd__internal__subcmd__pack__subcmd__state"
-                ;;
-            ocusers__subcmd__internal,unpack-state)
-                cmd="ocusers__subcmd__internal__subcmd__unpack__subcmd__state"
-                ;;
-            ocusers__subcmd__internal__subcmd__help,help)
-                cmd="ocusers__subcmd__internal__subcmd__help__subcmd__help"
-                ;;
-            ocusers__subcmd__internal__subcmd__help,pack-state)
-                cmd="ocusers__subcmd__internal__subcmd__help__subcmd__pack__subcmd__state"
-                ;;
-            ocusers__subcmd__internal__subcmd__help,unpack-state)
-                cmd="ocusers__subcmd__internal__subcmd__help__subcmd__unpack__subcmd__state"
+            ocusers__subcmd__proxy,ask)
+                cmd="ocusers__subcmd__proxy__subcmd__ask"
                 ;;
             ocusers__subcmd__proxy,help)
                 cmd="ocusers__subcmd__proxy__subcmd__help"
@@ -246,6 +228,9 @@ _ocusers() {
                 ;;
             ocusers__subcmd__proxy,sync)
                 cmd="ocusers__subcmd__proxy__subcmd__sync"
+                ;;
+            ocusers__subcmd__proxy__subcmd__help,ask)
+                cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__ask"
                 ;;
             ocusers__subcmd__proxy__subcmd__help,help)
                 cmd="ocusers__subcmd__proxy__subcmd__help__subcmd__help"
@@ -323,7 +308,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs backup restore upgrade rollback doctor repair internal help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,7 +376,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__audit__subcmd__probe)
-            opts="-v -h --verbose --help read-dir read-file signal bind connect tcp udp"
+            opts="-v -h --verbose --help read-dir read-file signal bind connect"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -521,7 +506,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs backup restore upgrade rollback doctor repair internal help"
+            opts="add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -674,37 +659,9 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ocusers__subcmd__help__subcmd__internal)
-            opts="pack-state unpack-state"
+        ocusers__subcmd__help__subcmd__history)
+            opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ocusers__subcmd__help__subcmd__internal__subcmd__pack__subcmd__state)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ocusers__subcmd__help__subcmd__internal__subcmd__unpack__subcmd__state)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -759,8 +716,22 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__proxy)
-            opts="sync show"
+            opts="sync show ask"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__proxy__subcmd__ask)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1066,109 +1037,13 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ocusers__subcmd__internal)
-            opts="-v -h --verbose --help pack-state unpack-state help"
+        ocusers__subcmd__history)
+            opts="-v -h --json --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ocusers__subcmd__internal__subcmd__help)
-            opts="pack-state unpack-state help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ocusers__subcmd__internal__subcmd__help__subcmd__help)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ocusers__subcmd__internal__subcmd__help__subcmd__pack__subcmd__state)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ocusers__subcmd__internal__subcmd__help__subcmd__unpack__subcmd__state)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ocusers__subcmd__internal__subcmd__pack__subcmd__state)
-            opts="-v -h --verbose --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        ocusers__subcmd__internal__subcmd__unpack__subcmd__state)
-            opts="-v -h --home-from --home-to --port --verbose --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --home-from)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --home-to)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --port)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -1231,7 +1106,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__proxy)
-            opts="-v -h --verbose --help sync show help"
+            opts="-v -h --verbose --help sync show ask help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1244,9 +1119,37 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        ocusers__subcmd__proxy__subcmd__help)
-            opts="sync show help"
+        ocusers__subcmd__proxy__subcmd__ask)
+            opts="-v -h --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help)
+            opts="sync show ask help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__proxy__subcmd__help__subcmd__ask)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -4,8 +4,10 @@
 //! bind and firewall rules, unit exposure), then live probes as each tenant
 //! against the others (see [`probe`]), and the OS layers this host enforces.
 //! Secrets are compared in memory and never printed.
+mod caddy;
 mod checks;
 mod local;
+mod inspector;
 mod openclaw;
 mod pairs;
 pub mod probe;
@@ -105,6 +107,7 @@ pub fn run(
             (name, false) => failures.push(format!("{name} layer inactive: {}", l.detail)),
         }
     }
+    failures.extend(caddy::admin_failure(cfg));
     let loaded = firewall::usable(cfg)
         .ok()
         .and_then(|()| firewall::loaded_table());
@@ -136,6 +139,7 @@ pub fn run(
     {
         let mut a =
             checks::audit_tenant(paths, cfg, sd, t, &tenants, loaded.as_deref(), &listeners);
+        a.checks.push(inspector::check(paths, t, &listeners));
         // OpenClaw's own audit needs the gateway's namespace: running tenants.
         if openclaw_audit && t.main_pid != 0 {
             match openclaw::check(paths, &t.record.name) {

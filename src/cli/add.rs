@@ -390,7 +390,7 @@ impl<'a> Ctx<'a> {
         env.set(secrets::PORT_KEY, &self.record.port.to_string())?;
         env.set(
             secrets::NODE_OPTIONS_KEY,
-            &format!("--max-old-space-size={}", self.tier.v8_heap_mb),
+            &secrets::node_options(self.tier.v8_heap_mb),
         )?;
         crate::manifest::set_secrets(&mut env, self.secrets)?;
         Ok(env)

@@ -11,6 +11,7 @@ mod doctor;
 mod exec;
 mod export;
 mod internal;
+mod history;
 mod lifecycle;
 mod list;
 mod logs;
@@ -87,6 +88,8 @@ pub enum Command {
     Exec(exec::ExecArgs),
     /// The tenant's journal (journalctl -u openclaw@NAME).
     Logs(logs::LogsArgs),
+    /// ocusers' change trail (who, when, what), only the entries root wrote.
+    History(history::HistoryArgs),
     /// Archive tenants' state and registry entry (consistent while running); `backup verify FILE` checks one.
     Backup(backup::BackupArgs),
     /// Recreate a tenant from a backup, on this or a fresh host.
@@ -135,6 +138,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(&paths, args),
         Command::AuditProbe(args) => std::process::exit(crate::audit::probe::run_probe(&args)),
         Command::Secret(cmd) => secret::run(&paths, cmd),
+        Command::History(args) => history::run(args),
         Command::Token(cmd) => token::run(&paths, cmd),
         Command::Exec(args) => {
             let code = exec::run(&paths, args)?;

@@ -19,6 +19,10 @@ pub enum ProxyCommand {
     Sync(SyncArgs),
     /// Print the include ocusers would write and the routes of every host name.
     Show(super::JsonArg),
+    /// Answer one on-demand TLS `ask` request from Caddy on stdin/stdout
+    /// (run by ocusers-ask@.service for each connection; internal).
+    #[command(hide = true)]
+    Ask,
 }
 
 #[derive(Debug, Args)]
@@ -32,7 +36,20 @@ pub fn run(paths: &Paths, cmd: ProxyCommand) -> Result<()> {
     match cmd {
         ProxyCommand::Sync(args) => sync(paths, args),
         ProxyCommand::Show(args) => show(paths, args.json),
+        ProxyCommand::Ask => ask(paths),
     }
+}
+
+fn ask(paths: &Paths) -> Result<()> {
+    let a = proxy::ask::serve(paths)?;
+    // One line in the unit's journal per answer, for the operator.
+    eprintln!(
+        "ask: {} {} for {}",
+        a.status,
+        a.reason,
+        a.host.as_deref().unwrap_or("(no valid host name)")
+    );
+    Ok(())
 }
 
 fn sync(paths: &Paths, args: SyncArgs) -> Result<()> {

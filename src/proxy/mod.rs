@@ -15,6 +15,8 @@
 //! 2.6, Debian's, closes every proxied WebSocket on a reload). The include
 //! changes, and the proxy is validated and reloaded, only when the domain,
 //! TLS or listen settings or the set of extra domains change.
+pub mod admin;
+pub mod ask;
 pub mod caddy;
 pub mod nginx;
 mod steps;
@@ -192,6 +194,15 @@ impl ProxyConfig {
             _ => process::run(&mut self.caddy_command("adapt"))?,
         };
         Ok(String::from_utf8_lossy(&out.stdout).contains(paths::PROXY_HOSTS_DIR))
+    }
+
+    /// Where Caddy's admin API listens, from `caddy adapt` of the
+    /// operator's configuration.
+    pub fn caddy_admin(&self) -> Result<admin::Admin> {
+        let out = process::run(&mut self.caddy_command("adapt"))?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| anyhow::anyhow!("`caddy adapt` printed no JSON: {e}"))?;
+        Ok(admin::from_adapted(&json))
     }
 
     /// The line that includes ours, for the error that asks for it.

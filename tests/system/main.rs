@@ -12,6 +12,7 @@ mod craft;
 mod day2;
 mod hostile_fs;
 mod hostile_archive;
+mod hostile_proc;
 mod isolation;
 mod many;
 mod proxy;
@@ -63,6 +64,21 @@ const TRIALS: &[(&str, Check)] = &[
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),
     ("remove_bob", tenants::remove_bob),
+    // The process boundary as the tenant attacks it (issue 15); alice and
+    // bob-smith.
+    (
+        "hostile_sigusr1_opens_no_inspector",
+        hostile_proc::sigusr1_opens_no_inspector,
+    ),
+    (
+        "hostile_config_restart_comes_back",
+        hostile_proc::config_restart_comes_back,
+    ),
+    ("hostile_dev_shm_private", hostile_proc::dev_shm_private),
+    (
+        "hostile_forged_history_entries_ignored",
+        hostile_proc::forged_history_entries_ignored,
+    ),
     // Day-2 operations (issue #5); they need alice and bob-smith.
     ("secret_set_via_stdin", day2::secret_set_via_stdin),
     ("exec_as_tenant", day2::exec_as_tenant),
@@ -87,6 +103,10 @@ const TRIALS: &[(&str, Check)] = &[
     (
         "proxy_invalid_config_refused",
         proxy::proxy_invalid_config_refused,
+    ),
+    (
+        "proxy_caddy_on_demand_ask",
+        proxy::proxy_caddy_on_demand_ask,
     ),
     ("proxy_nginx", proxy::proxy_nginx),
     ("isolation_on_debian12", isolation::isolation_on_debian12),

@@ -23,7 +23,8 @@ const NGINX_CERT: &str = "/etc/ssl/certs/ocusers-test.pem";
 const NGINX_KEY: &str = "/etc/ssl/private/ocusers-test.key";
 
 /// The operator's own Caddyfile, before it imports ocusers' routes: loopback
-/// only, ports of its own.
+/// only, ports of its own, and the admin API on TCP (Caddy's default kind of
+/// endpoint), which `doctor` must refuse.
 const CADDYFILE: &str = "{
 \tadmin 127.0.0.1:19019
 \thttp_port 19080
@@ -31,6 +32,14 @@ const CADDYFILE: &str = "{
 \tdefault_bind 127.0.0.1
 }
 ";
+
+/// README's line for the admin API, and the drop-in that gives Caddy its
+/// runtime directory for the socket.
+const ADMIN_LINE: &str = "admin unix//run/caddy/admin.sock";
+const CADDY_DROPIN: &str = "/etc/systemd/system/caddy.service.d/ocusers-admin.conf";
+/// Where `ocusers-ask.socket` answers Caddy's questions.
+const ASK_URL: &str = "http://127.0.0.1:9123/check";
+const CADDY_DROPIN_TEXT: &str = "[Service]\nRuntimeDirectory=caddy\nRuntimeDirectoryMode=0750\n";
 
 const PROXY_CADDY: &str = "[proxy]
 domain = \"test.internal\"
@@ -130,7 +139,91 @@ pub fn proxy_caddy_setup(fx: &Fixture) -> R {
     ensure(
         routes.len() == 2 && routes.iter().all(|r| r["linked"] == true),
         || format!("proxy show: {shown}"),
-    )
+    )?;
+    caddy_admin_on_socket(fx)
+}
+
+/// The `proxy*` checks of `ocusers doctor --json` that are not ok.
+fn proxy_doctor_failures(fx: &Fixture) -> Result<Vec<serde_json::Value>, String> {
+    let out = fx.ocusers("doctor --json");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out))
+        .map_err(|e| format!("doctor --json: {e}: {}", describe(&out)))?;
+    Ok(v["checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            c["check"].as_str().is_some_and(|n| n.starts_with("proxy")) && c["status"] != "ok"
+        })
+        .collect())
+}
+
+/// Caddy's admin API on TCP: any local process (a tenant's agent) can
+/// replace Caddy's configuration. `doctor` fails on it and names README's
+/// line; after that line (and the runtime directory) it passes, the TCP
+/// endpoint is gone, and ocusers' reloads still work over the socket.
+fn caddy_admin_on_socket(fx: &Fixture) -> R {
+    let answered = fx.sh("curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://127.0.0.1:19019/config/ || true")?;
+    ensure(answered.trim() == "200", || {
+        format!("the test's TCP admin endpoint does not answer: {answered}")
+    })?;
+    let bad = proxy_doctor_failures(fx)?;
+    ensure(
+        bad.iter().any(|c| {
+            c["check"] == "proxy_admin"
+                && c["status"] == "fail"
+                && c["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("127.0.0.1:19019"))
+                && c["fix"].as_str().is_some_and(|f| f.contains(ADMIN_LINE))
+        }),
+        || format!("doctor does not fail on Caddy's TCP admin API: {bad:?}"),
+    )?;
+    let audit = fx.ocusers("audit --json --no-openclaw");
+    ensure(
+        stdout(&audit).contains("proxy admin: Caddy's admin API listens on TCP 127.0.0.1:19019"),
+        || {
+            format!(
+                "audit does not fail on Caddy's TCP admin API: {}",
+                describe(&audit)
+            )
+        },
+    )?;
+    // README's setup.
+    fx.sh(&format!(
+        "sed -i 's|^\\tadmin .*|\\t{ADMIN_LINE}|' /etc/caddy/Caddyfile && grep -q '{ADMIN_LINE}' /etc/caddy/Caddyfile && \
+         mkdir -p $(dirname {CADDY_DROPIN}) && printf '{CADDY_DROPIN_TEXT}' > {CADDY_DROPIN} && \
+         systemctl daemon-reload && systemctl restart caddy"
+    ))?;
+    let bad = proxy_doctor_failures(fx)?;
+    ensure(bad.is_empty(), || {
+        format!("doctor still fails after README's admin line: {bad:?}")
+    })?;
+    let sock = fx.sh(
+        "stat -c '%U %a' /run/caddy /run/caddy/admin.sock; ss -Hltn | grep -c ':19019 ' || true",
+    )?;
+    ensure(
+        sock.starts_with("caddy 750\ncaddy ") && sock.ends_with("0\n"),
+        || format!("Caddy's admin socket: {sock}"),
+    )?;
+    // A tenant cannot reach the socket.
+    let out = fx.ocusers(
+        "exec alice -- curl -s --max-time 5 --unix-socket /run/caddy/admin.sock http://localhost/config/",
+    );
+    ensure(!out.status.success() && stdout(&out).is_empty(), || {
+        format!("alice reached Caddy's admin socket: {}", describe(&out))
+    })?;
+    // The reload ocusers uses works over the socket, and keeps the process.
+    let pid = caddy_pid(fx)?;
+    fx.sh("systemctl reload caddy")?;
+    ensure(caddy_pid(fx)? == pid, || {
+        "caddy was restarted by its reload".into()
+    })?;
+    let (code, body) = readyz_via_caddy(fx, "alice")?;
+    ensure(code == 200, || {
+        format!("alice after the reload: {code} {body}")
+    })
 }
 
 /// Acceptance 1: each tenant's name reaches its own gateway through Caddy
@@ -583,4 +676,110 @@ pub fn proxy_nginx(fx: &Fixture) -> R {
     .map_err(|e| format!("routes left after public access was turned off: {e}"))?;
     fx.sh("systemctl stop nginx && systemctl mask nginx >/dev/null 2>&1; true")?;
     client_address(false)
+}
+
+/// On-demand TLS that cannot be abused: with `tls = "acme"` and ocusers'
+/// ask endpoint (`ocusers-ask.socket`) in Caddy's global options, Caddy
+/// asks before it gets a certificate; a name ocusers does not route gets
+/// none, a tenant's name gets one. Caddy's internal CA (`local_certs`)
+/// stands in for the ACME CA, which the test cannot reach.
+pub fn proxy_caddy_on_demand_ask(fx: &Fixture) -> R {
+    fx.sh("systemctl enable --now ocusers-ask.socket")?;
+    let ask = |host: &str| {
+        fx.sh(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 'http://127.0.0.1:9123/check?domain={host}' || true"
+        ))
+    };
+    ensure(ask(&format!("alice.{DOMAIN}"))? == "200", || {
+        "the ask endpoint refuses alice's name".into()
+    })?;
+    ensure(ask(&format!("unrouted.{DOMAIN}"))? == "404", || {
+        "the ask endpoint allows a name nobody routes".into()
+    })?;
+    // The operator's global options: README's lines, the internal issuer
+    // standing in for ACME, and `debug` (Caddy logs refused handshakes at
+    // debug level). Certificates of the earlier `tls
+    // internal` runs go, so every name starts without one.
+    fx.sh(&format!(
+        "sed -i 's|^\\tdefault_bind 127.0.0.1|&\\n\\tdebug\\n\\tlocal_certs\\n\\ton_demand_tls {{\\n\\t\\task {ASK_URL}\\n\\t}}|' /etc/caddy/Caddyfile && \
+         sed -i 's/^tls = \"internal\"/tls = \"acme\"/' /etc/ocusers/ocusers.toml && grep -q '^tls = \"acme\"' /etc/ocusers/ocusers.toml"
+    ))?;
+    let out = fx.ocusers_ok("proxy sync")?;
+    ensure(out.contains("proxy in step"), || out.clone())?;
+    fx.sh(
+        "systemctl stop caddy && rm -rf /var/lib/caddy/.local/share/caddy/certificates && systemctl start caddy",
+    )?;
+    let cursor =
+        fx.sh("journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p'")?;
+    let include = fx.sh("cat /etc/caddy/ocusers.caddy")?;
+    ensure(include.contains("on_demand"), || include.clone())?;
+    let bad = proxy_doctor_failures(fx)?;
+    ensure(bad.is_empty(), || {
+        format!("doctor fails with on-demand TLS and the ask endpoint: {bad:?}")
+    })?;
+    // A TLS handshake for a name nobody routes: no certificate.
+    let handshake = |host: &str| {
+        fx.c.sh(&format!(
+            "curl -s -o /dev/null -w '%{{http_code}}' --max-time 20 --cacert {CADDY_CA} \
+             --resolve {host}:{CADDY_HTTPS}:{CLIENT_ADDR} https://{host}:{CADDY_HTTPS}/readyz"
+        ))
+    };
+    let unrouted = format!("unrouted.{DOMAIN}");
+    let out = handshake(&unrouted);
+    ensure(
+        !out.status.success() && stdout(&out).trim() == "000",
+        || format!("a name nobody routes got a TLS session: {}", describe(&out)),
+    )?;
+    let out = handshake(&format!("alice.{DOMAIN}"));
+    ensure(out.status.success() && stdout(&out).trim() == "200", || {
+        format!(
+            "alice's name got no certificate on demand: {}",
+            describe(&out)
+        )
+    })?;
+    let c = cursor.trim();
+    let caddy_log = fx.sh(&format!(
+        "journalctl -u caddy --no-pager -o cat --after-cursor='{c}' | grep -F '{unrouted}' | tail -5"
+    ))?;
+    ensure(
+        caddy_log.contains("ask") || caddy_log.contains("not allowed"),
+        || format!("Caddy's log does not say it asked about {unrouted}: {caddy_log:?}"),
+    )?;
+    let ask_log = fx.sh(&format!(
+        "journalctl -t ocusers-ask --no-pager -o cat --after-cursor='{c}'"
+    ))?;
+    ensure(
+        ask_log.contains(&format!("404 Not Found for {unrouted}"))
+            && ask_log.contains(&format!("200 OK for alice.{DOMAIN}")),
+        || format!("the ask endpoint's own log: {ask_log}"),
+    )?;
+    let stored =
+        fx.sh("ls -R /var/lib/caddy/.local/share/caddy/certificates 2>/dev/null || true")?;
+    ensure(
+        stored.contains(&format!("alice.{DOMAIN}")) && !stored.contains("unrouted"),
+        || format!("Caddy's stored certificates: {stored}"),
+    )?;
+    fx.figure(
+        "on-demand TLS with the ask endpoint",
+        format!(
+            "unrouted name refused ({}), alice's name issued",
+            caddy_log
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .chars()
+                .take(160)
+                .collect::<String>()
+        ),
+    );
+    // Back to the internal CA for the trials that follow.
+    fx.sh(
+        "sed -i 's/^tls = \"acme\"/tls = \"internal\"/' /etc/ocusers/ocusers.toml && \
+         sed -i '/^\\tlocal_certs$/d; /^\\tdebug$/d; /^\\ton_demand_tls {$/,/^\\t}$/d' /etc/caddy/Caddyfile",
+    )?;
+    fx.ocusers_ok("proxy sync")?;
+    let (code, body) = readyz_via_caddy(fx, "alice")?;
+    ensure(code == 200, || {
+        format!("alice after going back to tls internal: {code} {body}")
+    })
 }
