@@ -46,6 +46,9 @@ _ocusers() {
             ocusers,history)
                 cmd="ocusers__subcmd__history"
                 ;;
+            ocusers,internal)
+                cmd="ocusers__subcmd__internal"
+                ;;
             ocusers,list)
                 cmd="ocusers__subcmd__list"
                 ;;
@@ -136,6 +139,9 @@ _ocusers() {
             ocusers__subcmd__help,history)
                 cmd="ocusers__subcmd__help__subcmd__history"
                 ;;
+            ocusers__subcmd__help,internal)
+                cmd="ocusers__subcmd__help__subcmd__internal"
+                ;;
             ocusers__subcmd__help,list)
                 cmd="ocusers__subcmd__help__subcmd__list"
                 ;;
@@ -187,6 +193,12 @@ _ocusers() {
             ocusers__subcmd__help__subcmd__backup,verify)
                 cmd="ocusers__subcmd__help__subcmd__backup__subcmd__verify"
                 ;;
+            ocusers__subcmd__help__subcmd__internal,pack-state)
+                cmd="ocusers__subcmd__help__subcmd__internal__subcmd__pack__subcmd__state"
+                ;;
+            ocusers__subcmd__help__subcmd__internal,unpack-state)
+                cmd="ocusers__subcmd__help__subcmd__internal__subcmd__unpack__subcmd__state"
+                ;;
             ocusers__subcmd__help__subcmd__proxy,ask)
                 cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__ask"
                 ;;
@@ -216,6 +228,24 @@ _ocusers() {
                 ;;
             ocusers__subcmd__help__subcmd__token,rotate)
                 cmd="ocusers__subcmd__help__subcmd__token__subcmd__rotate"
+                ;;
+            ocusers__subcmd__internal,help)
+                cmd="ocusers__subcmd__internal__subcmd__help"
+                ;;
+            ocusers__subcmd__internal,pack-state)
+                cmd="ocusers__subcmd__internal__subcmd__pack__subcmd__state"
+                ;;
+            ocusers__subcmd__internal,unpack-state)
+                cmd="ocusers__subcmd__internal__subcmd__unpack__subcmd__state"
+                ;;
+            ocusers__subcmd__internal__subcmd__help,help)
+                cmd="ocusers__subcmd__internal__subcmd__help__subcmd__help"
+                ;;
+            ocusers__subcmd__internal__subcmd__help,pack-state)
+                cmd="ocusers__subcmd__internal__subcmd__help__subcmd__pack__subcmd__state"
+                ;;
+            ocusers__subcmd__internal__subcmd__help,unpack-state)
+                cmd="ocusers__subcmd__internal__subcmd__help__subcmd__unpack__subcmd__state"
                 ;;
             ocusers__subcmd__proxy,ask)
                 cmd="ocusers__subcmd__proxy__subcmd__ask"
@@ -308,7 +338,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair internal help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -376,7 +406,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__audit__subcmd__probe)
-            opts="-v -h --verbose --help read-dir read-file signal bind connect"
+            opts="-v -h --verbose --help read-dir read-file signal bind connect tcp udp"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -506,7 +536,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair help"
+            opts="add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair internal help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -662,6 +692,48 @@ _ocusers() {
         ocusers__subcmd__help__subcmd__history)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__internal)
+            opts="pack-state unpack-state"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__internal__subcmd__pack__subcmd__state)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__internal__subcmd__unpack__subcmd__state)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1044,6 +1116,116 @@ _ocusers() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal)
+            opts="-v -h --verbose --help pack-state unpack-state help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__help)
+            opts="pack-state unpack-state help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__help__subcmd__pack__subcmd__state)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__help__subcmd__unpack__subcmd__state)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__pack__subcmd__state)
+            opts="-v -h --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__unpack__subcmd__state)
+            opts="-v -h --home-from --home-to --port --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home-from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --home-to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

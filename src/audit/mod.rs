@@ -6,8 +6,8 @@
 //! Secrets are compared in memory and never printed.
 mod caddy;
 mod checks;
-mod local;
 mod inspector;
+mod local;
 mod openclaw;
 mod pairs;
 pub mod probe;

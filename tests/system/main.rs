@@ -10,8 +10,8 @@ mod container;
 #[path = "../support/craft.rs"]
 mod craft;
 mod day2;
-mod hostile_fs;
 mod hostile_archive;
+mod hostile_fs;
 mod hostile_proc;
 mod isolation;
 mod many;
