@@ -294,6 +294,9 @@ fn archive_state(
                 Err(e) => return Err(e).context("reading the secrets file"),
             };
             crate::backup::create_at(&record, state, &registry, secrets.as_deref(), archive)
+                .context(
+                    "archiving the state before removal failed (the state is kept; `ocusers remove --purge` deletes it without an archive)",
+                )
         }
         _ => {
             let aside = moved_aside(archive);

@@ -268,6 +268,12 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
         "the snapshot ran bob's trigger, or kept the lease".into()
     })?;
 
+    // bob's config back (his gateway may restart on the change: it has
+    // the restore below to settle).
+    fx.ocusers_ok(
+        "exec bob -- sh -c 'cd /var/lib/openclaw/bob && rm -f openclaw.json && mv hostile/openclaw.json.saved openclaw.json'",
+    )?;
+
     // 4. restore of bob's archive under another name: his links and names
     // land in the new tenant's own state only.
     let out = timed(fx, &format!("restore {path} --as mallet"))?;
@@ -297,15 +303,16 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
             ensure(!contains(&bytes, needle), || format!("{file} holds {what}"))?;
         }
     }
-    // bob's state as it was, for the trials after this one.
-    fx.ocusers_ok(
-        "exec bob -- sh -c 'cd /var/lib/openclaw/bob && rm -f openclaw.json && mv hostile/openclaw.json.saved openclaw.json && rm -rf hostile'",
-    )?;
+    fx.ocusers_ok("exec bob -- rm -rf /var/lib/openclaw/bob/hostile")?;
     fx.sh(&format!(
         "rm -rf {OUT} /srv/sentinel /var/lib/openclaw/alice/workspace/private.txt"
     ))?;
-    ensure(fx.status("bob")?["ready"] == true, || {
-        "bob is not ready".into()
+    // His gateway may have met the FIFO behind its config, and restarts by
+    // itself when its config is replaced: a fresh start, then ready for the
+    // trials after this one.
+    fx.ocusers_ok("restart bob")?;
+    crate::tenants::wait_for("bob ready again", Duration::from_secs(180), || {
+        Ok(fx.status("bob")?["ready"] == true)
     })?;
     Ok(())
 }

@@ -824,10 +824,14 @@ pub fn remove_bob(fx: &Fixture) -> R {
     let listing = fx.sh(&format!("stat -c %a {archive}; tar -tzf {archive}"))?;
     ensure(
         listing.starts_with("600\n")
-            && listing.contains("bob/openclaw.json")
-            && listing.contains("bob/workspace-note.txt"),
+            && listing.contains("state/openclaw.json")
+            && listing.contains("state/workspace-note.txt")
+            && listing.contains("manifest.json"),
         || listing.clone(),
     )?;
+    // A real backup: `restore` of it would bring bob back.
+    let v = fx.json(&format!("backup verify {archive} --json"))?;
+    ensure(v["ok"] == true && v["tenant"] == "bob", || format!("{v}"))?;
     ensure(fx.readyz(port)? != "200", || {
         "bob's port still answers".into()
     })?;
