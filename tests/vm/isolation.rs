@@ -577,7 +577,7 @@ pub fn connect_only_own_ports(fx: &Fixture) -> R {
          echo bob_to_bob=$(in_unit bob oc-bob {})
          echo root_to_bob=$({})
          echo proxy_to_bob=$(as_user www-data {})
-         echo nobody_to_bob=$(as_user nobody {})",
+         echo nobody_to_bob=$(setpriv --reuid nobody --regid nogroup --clear-groups -- {})",
         curl(bob),
         curl(carol),
         curl(alice),
