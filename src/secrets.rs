@@ -25,6 +25,23 @@ pub fn node_options(heap_mb: u32) -> String {
     format!("--max-old-space-size={heap_mb} {INSPECTOR_OFF}")
 }
 
+/// The V8 heap of a NODE_OPTIONS value ocusers wrote: [`node_options`]'s
+/// value, or the heap setting alone that versions before the inspector
+/// flag wrote. Anything else (another option, a second heap) is `None`.
+pub fn managed_heap(node_options: &str) -> Option<u32> {
+    let digits = node_options
+        .strip_prefix("--max-old-space-size=")?
+        .split(' ')
+        .next()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let heap = digits.parse().ok()?;
+    (node_options == self::node_options(heap)
+        || node_options == format!("--max-old-space-size={heap}"))
+    .then_some(heap)
+}
+
 /// Whether a NODE_OPTIONS value keeps the inspector's signal off.
 pub fn inspector_off(node_options: &str) -> bool {
     node_options.split_whitespace().any(|o| o == INSPECTOR_OFF)
@@ -272,6 +289,21 @@ mod tests {
         env.set("A", "1").unwrap();
         assert!(env.unset("A"));
         assert!(!env.unset("A"));
+    }
+
+    #[test]
+    fn managed_heap_takes_only_what_ocusers_writes() {
+        assert_eq!(managed_heap(&node_options(1024)), Some(1024));
+        assert_eq!(managed_heap("--max-old-space-size=512"), Some(512));
+        for bad in [
+            "--max-old-space-size=",
+            "--max-old-space-size=1024 --require=/tmp/x.js",
+            "--max-old-space-size=1024 --disable-sigusr1 --inspect",
+            "--require=/tmp/x.js",
+            "--max-old-space-size=+1",
+        ] {
+            assert_eq!(managed_heap(bad), None, "{bad}");
+        }
     }
 
     #[test]

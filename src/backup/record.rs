@@ -71,12 +71,10 @@ pub fn check_secrets(raw: &[u8]) -> Result<()> {
                     .map_err(|_| anyhow::anyhow!("{key}={value} is not a port"))?;
             }
             secrets::NODE_OPTIONS_KEY => {
-                let ok = value
-                    .strip_prefix("--max-old-space-size=")
-                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
-                if !ok {
+                if secrets::managed_heap(value).is_none() {
                     bail!(
-                        "{key}={value} is not the V8 heap setting ocusers writes (--max-old-space-size=N)"
+                        "{key}={value} is not the setting ocusers writes ({})",
+                        secrets::node_options(0).replace("=0", "=N")
                     );
                 }
             }
@@ -96,6 +94,7 @@ mod tests {
             b"OPENCLAW_GATEWAY_TOKEN=abc123\nOCUSERS_PORT=20000\nNODE_OPTIONS=--max-old-space-size=1024\nOPENAI_API_KEY=sk\n",
         )
         .unwrap();
+        check_secrets(b"NODE_OPTIONS=--max-old-space-size=1024 --disable-sigusr1\n").unwrap();
         for bad in [
             &b"LD_PRELOAD=/tmp/x.so\n"[..],
             b"PATH=/tmp\n",
