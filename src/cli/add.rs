@@ -577,9 +577,10 @@ impl<'a> Ctx<'a> {
         plan.push(
             Step::new(
                 format!(
-                    "firewall ports {}-{} to all but {} and root and the proxy ({}, table inet {})",
+                    "firewall: ports {}-{} to all but {} and root, host addresses outside them closed to {} ({}, table inet {})",
                     r.port,
                     r.last_port(),
+                    self.user,
                     self.user,
                     p.firewall_file().display(),
                     crate::firewall::TABLE

@@ -75,7 +75,7 @@ fn print_human(r: &Report) {
         }
     }
     if !r.probes.is_empty() {
-        println!("probes (each tenant against the others; denied is good):");
+        println!("probes (each tenant against the others and the host; denied is good):");
         let mut pairs: Vec<(&str, &str)> = r
             .probes
             .iter()
