@@ -117,7 +117,10 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
         fx.sh(&format!("rm {file}"))?;
     }
 
-    // 2. bob prepares his state, as bob, in his sandbox.
+    // 2. bob prepares his state, as bob, in his sandbox. The day-2 trials
+    // end with alice and bob-smith (doctor_and_repair removes bob), so this
+    // trial brings bob back for itself and removes him again at the end.
+    fx.ocusers_ok("add bob")?;
     let alice_token = fx.token("alice")?;
     let alice_secret = format!("alice-private-{}", random_hex());
     put(fx, "/root/.alice-secret", alice_secret.as_bytes())?;
@@ -307,12 +310,7 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
     fx.sh(&format!(
         "rm -rf {OUT} /srv/sentinel /var/lib/openclaw/alice/workspace/private.txt"
     ))?;
-    // His gateway may have met the FIFO behind its config, and restarts by
-    // itself when its config is replaced: a fresh start, then ready for the
-    // trials after this one.
-    fx.ocusers_ok("restart bob")?;
-    crate::tenants::wait_for("bob ready again", Duration::from_secs(180), || {
-        Ok(fx.status("bob")?["ready"] == true)
-    })?;
+    // The trials after this one find the tenants the day-2 trials left.
+    fx.ocusers_ok("remove bob --purge")?;
     Ok(())
 }
