@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::pairs::probed_as;
 use super::probe::{self, Kind, Outcome};
 use super::{ProbeResult, Tenant};
 use crate::config::{AllowLocal, Proto};
@@ -204,14 +205,7 @@ pub(super) fn probe_host(
         return Vec::new();
     };
     let cg = from.cgroup.as_deref();
-    let where_ = if cg.is_some() {
-        format!("as {} in its unit", paths::user_name(&from.record.name))
-    } else {
-        format!(
-            "as {} outside its unit ({fname} is not running)",
-            paths::user_name(&from.record.name)
-        )
-    };
+    let where_ = probed_as(from);
     let one = |to: &str, probe: &'static str, what: String, kind: Kind, addr: SocketAddr| {
         let (result, ok, detail) = match probe::probe_as_tenant(
             account,

@@ -39,14 +39,7 @@ pub(super) fn probe_pair(
         return out;
     };
     let cg = from.cgroup.as_deref();
-    let where_ = if cg.is_some() {
-        format!("as {} in its unit", paths::user_name(&from.record.name))
-    } else {
-        format!(
-            "as {} outside its unit ({fname} is not running)",
-            paths::user_name(&from.record.name)
-        )
-    };
+    let where_ = probed_as(from);
     // In the tenant's unit cgroup if it runs (where its cgroup filters
     // apply); a host that will not let us join it gets the probe as the user
     // alone, and says so.
@@ -188,4 +181,18 @@ pub(super) fn probe_pair(
         ));
     }
     out
+}
+
+/// Where a tenant's probes run, as the results say it: in its unit's cgroup
+/// when it runs, else as its user outside the unit.
+pub(super) fn probed_as(from: &Tenant) -> String {
+    let user = paths::user_name(&from.record.name);
+    if from.cgroup.is_some() {
+        format!("as {user} in its unit")
+    } else {
+        format!(
+            "as {user} outside its unit ({} is not running)",
+            from.record.name
+        )
+    }
 }
