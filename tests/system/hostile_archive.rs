@@ -280,9 +280,14 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
     // 4. restore of bob's archive under another name: his links and names
     // land in the new tenant's own state only.
     let out = timed(fx, &format!("restore {path} --as mallet"))?;
-    ensure(out.status.success(), || {
-        format!("restore --as mallet: {}", describe(&out))
-    })?;
+    if !out.status.success() {
+        let journal = fx.c.sh("journalctl -u openclaw@mallet -n 80 --no-pager -o cat; ls -la /var/lib/openclaw/mallet /var/lib/openclaw/mallet/hostile 2>&1 | head -40");
+        return Err(format!(
+            "restore --as mallet: {}\n--- mallet's journal ---\n{}",
+            describe(&out),
+            describe(&journal)
+        ));
+    }
     let got = fx.sh("cat /var/lib/openclaw/mallet/hostile/d/f; stat -c '%U' /var/lib/openclaw/mallet/hostile/trap.sqlite")?;
     ensure(got == "inner\noc-mallet\n", || {
         format!("mallet's restored state: {got:?}")
@@ -292,9 +297,27 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
         format!("remove mallet: {}", describe(&out))
     })?;
 
-    // 5. Nothing crossed.
+    // 5. upgrade against the same hostile state (openclaw.json a FIFO
+    // again, the links and names still there): bob goes to a runtime that
+    // never becomes ready, so upgrade puts him back on his own, finds him
+    // not ready there either (his config is a FIFO), and resets his state
+    // from the pre-upgrade snapshot: the snapshot is made by bob's uid,
+    // root empties the state by descriptor and the snapshot is unpacked as
+    // bob. Short readiness timeouts keep the three waits short.
+    upgrade_under_attack(fx)?;
+
+    // 6. Nothing crossed.
     ensure(sentinel(fx)? == before, || "the sentinel changed".into())?;
-    for (file, bytes) in archives(fx, OUT)? {
+    let mut all = archives(fx, OUT)?;
+    for dir in [
+        "/var/lib/ocusers/backups/pre-upgrade",
+        "/var/lib/ocusers/backups/replaced-state",
+    ] {
+        if fx.c.root().join(dir.trim_start_matches('/')).is_dir() {
+            all.extend(archives(fx, dir)?);
+        }
+    }
+    for (file, bytes) in all {
         if file.contains("/alice-") {
             continue;
         }
@@ -312,5 +335,65 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
     ))?;
     // The trials after this one find the tenants the day-2 trials left.
     fx.ocusers_ok("remove bob --purge")?;
+    Ok(())
+}
+
+/// `upgrade --to BROKEN --tenants bob` while bob's state is hostile; see
+/// step 5 of [`hostile_archive_and_backup`].
+fn upgrade_under_attack(fx: &Fixture) -> R {
+    let rt = "/var/lib/ocusers/runtimes";
+    let status = fx.json("status bob --json")?;
+    let own = status["tenants"][0]["runtime"]
+        .as_str()
+        .or_else(|| status["runtime"].as_str())
+        .ok_or_else(|| format!("no runtime in bob's status: {status}"))?
+        .to_string();
+    let broken = format!("{own}-hostile");
+    fx.sh(&format!(
+        "cd {rt} && rm -rf {broken} && cp -al {own} {broken} && \
+         rm {broken}/node_modules/openclaw/openclaw.mjs && \
+         echo 'setInterval(() => {{}}, 1000);' > {broken}/node_modules/openclaw/openclaw.mjs"
+    ))?;
+    fx.ocusers_ok(
+        "exec bob -- sh -c 'cd /var/lib/openclaw/bob && mv openclaw.json hostile/openclaw.json.saved && mkfifo openclaw.json'",
+    )?;
+    fx.sh("cp -a /etc/ocusers/ocusers.toml /tmp/hostile-archive-ocusers.toml.saved && printf '[tenants]\\nready_timeout = 10\\n' >> /etc/ocusers/ocusers.toml")?;
+    let t = Instant::now();
+    let out = timed(
+        fx,
+        &format!("upgrade --to {broken} --tenants bob --timeout 10"),
+    );
+    let took = t.elapsed();
+    let put_back = fx.sh("mv /tmp/hostile-archive-ocusers.toml.saved /etc/ocusers/ocusers.toml");
+    let out = out?;
+    put_back?;
+    fx.figure(
+        "upgrade of a hostile tenant to a runtime that never becomes ready (3 waits of 10 s)",
+        format!("{:.1} s", took.as_secs_f64()),
+    );
+    let err = stderr(&out);
+    ensure(
+        out.status.code() == Some(1) && err.contains(&format!("bob: not ready on {broken}")),
+        || format!("upgrade of hostile bob: {}", describe(&out)),
+    )?;
+    let now = fx.json("status bob --json")?;
+    ensure(now.to_string().contains(&format!("\"{own}\"")), || {
+        format!("bob is not back on {own}: {now}")
+    })?;
+    // What upgrade put back is the snapshot bob's uid made: his regular
+    // files, none of what the packer leaves out, and no config (it was a
+    // FIFO when the snapshot was made).
+    let got = fx.sh(
+        "cd /var/lib/openclaw/bob && cat hostile/d/f; stat -c '%U %F' hostile/openclaw.json.saved; \
+         for f in openclaw.json hostile/fifo hostile/sparse hostile/to-sentinel hostile/to-alice hostile/zero; do \
+           if [ -e $f ] || [ -L $f ]; then echo \"left: $f\"; fi; done",
+    )?;
+    ensure(got == "inner\noc-bob regular file\n", || {
+        format!("bob's state after the reset: {got:?}")
+    })?;
+    fx.ocusers_ok(
+        "exec bob -- sh -c 'cd /var/lib/openclaw/bob && mv hostile/openclaw.json.saved openclaw.json'",
+    )?;
+    fx.sh(&format!("rm -rf {rt}/{broken}"))?;
     Ok(())
 }

@@ -10,7 +10,6 @@ mod container;
 #[path = "../support/craft.rs"]
 mod craft;
 mod day2;
-#[allow(dead_code)]
 mod hostile_archive;
 mod hostile_fs;
 mod hostile_proc;
@@ -88,9 +87,10 @@ const TRIALS: &[(&str, Check)] = &[
     ("doctor_and_repair", day2::doctor_and_repair),
     // A tenant that prepares its state for root (issue 14).
     ("hostile_tenant_state", hostile_fs::hostile_tenant_state),
-    // hostile_archive::hostile_archive_and_backup (issue 14) is not listed
-    // yet: in the merged tree its `restore --as mallet` of the racing
-    // tenant's archive does not become ready (issue 14 stays open for it).
+    (
+        "hostile_archive_and_backup",
+        hostile_archive::hostile_archive_and_backup,
+    ),
     // Public access through the real Caddy and nginx (issue #3).
     ("proxy_caddy_setup", proxy::proxy_caddy_setup),
     ("proxy_routes_by_name", proxy::proxy_routes_by_name),
