@@ -464,6 +464,13 @@ fn backup_timing(fx: &Fixture) -> R {
         Ok(())
     };
     both("fresh")?;
+    // The fixed part: one sandboxed transient unit as the tenant, doing
+    // nothing (what `ocusers exec` and the packer both start).
+    let fixed = median("ocusers exec alice -- true")?;
+    fx.figure(
+        "ocusers exec alice -- true (a sandboxed transient unit as the tenant), median of 3",
+        format!("{fixed:.2} s"),
+    );
     // alice's own files, written as alice in her sandbox.
     fx.ocusers_ok(
         "exec alice -- sh -c 'cd /var/lib/openclaw/alice && mkdir -p bench-sessions workspace/bench && \
