@@ -357,14 +357,16 @@ fn upgrade_under_attack(fx: &Fixture) -> R {
     fx.ocusers_ok(
         "exec bob -- sh -c 'cd /var/lib/openclaw/bob && mv openclaw.json hostile/openclaw.json.saved && mkfifo openclaw.json'",
     )?;
-    fx.sh("cp -a /etc/ocusers/ocusers.toml /tmp/hostile-archive-ocusers.toml.saved && printf '[tenants]\\nready_timeout = 10\\n' >> /etc/ocusers/ocusers.toml")?;
+    // The host's config may not exist (the defaults); it is put back as it
+    // was, or removed again.
+    fx.sh("rm -f /tmp/hostile-archive-ocusers.toml.saved; if [ -e /etc/ocusers/ocusers.toml ]; then cp -a /etc/ocusers/ocusers.toml /tmp/hostile-archive-ocusers.toml.saved; fi; printf '[tenants]\\nready_timeout = 10\\n' >> /etc/ocusers/ocusers.toml")?;
     let t = Instant::now();
     let out = timed(
         fx,
         &format!("upgrade --to {broken} --tenants bob --timeout 10"),
     );
     let took = t.elapsed();
-    let put_back = fx.sh("mv /tmp/hostile-archive-ocusers.toml.saved /etc/ocusers/ocusers.toml");
+    let put_back = fx.sh("rm /etc/ocusers/ocusers.toml; if [ -e /tmp/hostile-archive-ocusers.toml.saved ]; then mv /tmp/hostile-archive-ocusers.toml.saved /etc/ocusers/ocusers.toml; fi");
     let out = out?;
     put_back?;
     fx.figure(
