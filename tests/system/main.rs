@@ -19,6 +19,8 @@ mod proxy;
 #[path = "../support/stub_runtime.rs"]
 mod stub_runtime;
 mod tenants;
+#[path = "../support/trials.rs"]
+mod trials;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -121,29 +123,8 @@ fn main() {
     let mut args = Arguments::from_args();
     // The trials share one container and build on each other.
     args.test_threads = Some(1);
-    // OCUSERS_TRIALS=a,b,c runs only the trials whose names contain one of
-    // these (list the trials they build on too); the others are ignored.
-    // libtest's own filter takes a single pattern.
-    let listed: Option<Vec<String>> = std::env::var("OCUSERS_TRIALS").ok().map(|v| {
-        v.split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
-    let in_list = |name: &str| {
-        listed
-            .as_ref()
-            .is_none_or(|l| l.iter().any(|p| name.contains(p.as_str())))
-    };
-    let selected = |name: &str| {
-        in_list(name)
-            && match &args.filter {
-                None => true,
-                Some(f) if args.exact => name == f,
-                Some(f) => name.contains(f.as_str()),
-            }
-    };
-    let wanted = !args.list && TRIALS.iter().any(|(n, _)| selected(n));
+    let selection = trials::Selection::new(&args);
+    let wanted = !args.list && TRIALS.iter().any(|(n, _)| selection.selected(n));
 
     // One container for every trial; booted only when a trial will run.
     let fixture: Result<Arc<Fixture>, String> = if wanted {
@@ -164,7 +145,7 @@ fn main() {
         .iter()
         .map(|&(name, check)| {
             let fx = fixture.clone();
-            let ignored = !in_list(name);
+            let ignored = !selection.in_list(name);
             Trial::test(name, move || match &fx {
                 Ok(fx) => check(fx).map_err(Failed::from),
                 Err(e) => Err(Failed::from(format!("system tier setup failed: {e}"))),
