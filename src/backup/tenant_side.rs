@@ -560,6 +560,14 @@ fn fix_config(root: &OwnedFd, fix: &ConfigFix, owner: Option<(u32, u32)>) -> Res
     if let Some((from, to)) = &fix.home {
         text = text.replace(&format!("{from}/"), &format!("{to}/"));
         text = text.replace(&format!("{from}\""), &format!("{to}\""));
+        // The public origins' includes name the tenant too (the unit admits
+        // only its own directory of them).
+        let base = |p: &str| p.rsplit('/').next().unwrap_or_default().to_string();
+        let public = crate::proxy::origins::PUBLIC_DIR;
+        text = text.replace(
+            &format!("{public}/{}/", base(from)),
+            &format!("{public}/{}/", base(to)),
+        );
     }
     if let Some(port) = fix.port {
         match serde_json::from_str::<serde_json::Value>(&text) {
