@@ -318,6 +318,24 @@ mod tests {
     }
 
     #[test]
+    fn restore_as_another_name_moves_the_includes() {
+        let alice = TenantName::parse("alice").unwrap();
+        let alice2 = TenantName::parse("alice2").unwrap();
+        let fix = crate::backup::ConfigFix {
+            home: Some((
+                "/var/lib/openclaw/alice".into(),
+                "/var/lib/openclaw/alice2".into(),
+            )),
+            port: Some(20128),
+        };
+        let text = crate::openclaw_config::render(&alice, 20000);
+        let fixed = crate::backup::tenant_side::fixed_config(text, &fix).unwrap();
+        assert!(missing_includes(&alice2, &fixed).is_empty(), "{fixed}");
+        assert!(!fixed.contains("/public/alice/"), "{fixed}");
+        assert_eq!(fixed, crate::openclaw_config::render(&alice2, 20128));
+    }
+
+    #[test]
     fn missing_includes_are_named() {
         let name = TenantName::parse("alice").unwrap();
         let full = crate::openclaw_config::render(&name, 20000);
