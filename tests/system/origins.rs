@@ -50,6 +50,12 @@ fn connect(fx: &Fixture, host: &str, origin: &str, token: &str) -> Result<Value,
         .map_err(|e| format!("probe for {origin}: {e}: {}", describe(&out)))
 }
 
+/// A file inside the container, written from here.
+fn put(fx: &Fixture, path: &str, text: &str) -> R {
+    std::fs::write(fx.c.root().join(path.trim_start_matches('/')), text)
+        .map_err(|e| format!("writing {path}: {e}"))
+}
+
 /// Accepted: the upgrade went through and `connect` succeeded.
 fn accepted(v: &Value) -> bool {
     v["status"] == 101 && v["ok"] == true
@@ -141,9 +147,21 @@ pub fn public_origins(fx: &Fixture) -> R {
     // gateway takes it without a restart.
     let pid = fx.main_pid("alice")?;
     let extra_origin = format!("https://{EXTRA}:{CADDY_HTTPS}");
+    // alice as she is (tier, limit overrides), plus the extra domain.
+    let spec = fx.json("export --json")?["tenants"]["alice"].clone();
+    let mut base = String::from("[tenants.alice]\n");
+    for (k, v) in spec.as_object().into_iter().flatten() {
+        if k != "domains" {
+            base.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+    put(
+        fx,
+        "/root/origins.toml",
+        &format!("{base}domains = [\"{EXTRA}\"]\n"),
+    )?;
     fx.sh(&format!(
-        "grep -q '{EXTRA}' /etc/hosts || echo '{CLIENT_ADDR} {EXTRA}' >> /etc/hosts; \
-         printf '[tenants.alice]\\ndomains = [\"{EXTRA}\"]\\n' > /root/origins.toml"
+        "grep -q '{EXTRA}' /etc/hosts || echo '{CLIENT_ADDR} {EXTRA}' >> /etc/hosts"
     ))?;
     let t = Instant::now();
     fx.ocusers_ok("apply /root/origins.toml")?;
@@ -176,7 +194,7 @@ pub fn public_origins(fx: &Fixture) -> R {
     attacks(fx, &token, &own)?;
 
     // Back as it was: no extra domain, its origin refused again.
-    fx.sh("printf '[tenants.alice]\\n' > /root/origins.toml")?;
+    put(fx, "/root/origins.toml", &base)?;
     fx.ocusers_ok("apply /root/origins.toml")?;
     let allowed = allowed_origins(fx, "alice")?;
     ensure(allowed == [own.clone()], || {
