@@ -11,6 +11,7 @@ use crate::identity;
 use crate::paths::{self, Paths};
 use crate::ports;
 use crate::runtime;
+use crate::statedir;
 use crate::systemd::{DbusSystemd, Systemd};
 use crate::tenant::{self, Record, TenantName};
 
@@ -108,8 +109,12 @@ pub fn run(paths: &Paths) -> Vec<Check> {
     // host with many tenants; tenants past it are named as not scanned.
     let budget_end = std::time::Instant::now() + STATE_SCAN_BUDGET;
     let mut not_scanned = Vec::new();
+    let proxy_cfg = HostConfig::load(paths).ok().map(|c| c.proxy);
     for r in &records {
         out.extend(tenant_files(paths, r));
+        if let Some(c) = &proxy_cfg {
+            out.push(origins(paths, c, r));
+        }
         let left = budget_end.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             not_scanned.push(r.name.to_string());
@@ -617,6 +622,61 @@ pub fn tenant_files(paths: &Paths, r: &Record) -> Vec<Check> {
             &r.name,
         )]
     }
+}
+
+/// The tenant's public origins: the root-owned files are what its domains
+/// and `[proxy]` make, and (as root, by descriptor) its `openclaw.json`
+/// still includes them. A config without the includes is the tenant's own
+/// doing or from before ocusers wrote them: a warning, with the fix.
+pub fn origins(paths: &Paths, cfg: &crate::proxy::ProxyConfig, r: &Record) -> Check {
+    use crate::proxy::origins;
+    let drift = origins::drift(paths, cfg, r);
+    if !drift.is_empty() {
+        return about(
+            bad(
+                Status::Fail,
+                "origins",
+                format!(
+                    "{}: {} (the Control UI in a browser through the proxy is refused from an origin not listed)",
+                    r.name,
+                    drift.join("; ")
+                ),
+                "`sudo ocusers repair` (or `sudo ocusers proxy sync`) writes them from the registry",
+            ),
+            &r.name,
+        );
+    }
+    let listed = match origins::public_origins(cfg, r) {
+        o if o.is_empty() => "public access is off".to_string(),
+        o => o.join(", "),
+    };
+    if nix::unistd::geteuid().is_root()
+        && let Ok(Some(text)) = statedir::read_config(paths, &r.name)
+    {
+        let missing = origins::missing_includes(&r.name, &text);
+        if !missing.is_empty() {
+            return about(
+                bad(
+                    Status::Warn,
+                    "origins",
+                    format!(
+                        "{}: {}/openclaw.json does not include its public origins at {} ({listed})",
+                        r.name,
+                        paths.state_dir(&r.name).display(),
+                        missing.join(", ")
+                    ),
+                    format!(
+                        "as the tenant (`sudo ocusers exec {} -- sh`), put back each key named as {{\"$include\": \"{}/FILE\"}} (FILE: {}); without them its browser access through the proxy is refused",
+                        r.name,
+                        origins::dir_of(&r.name),
+                        origins::FILES.join(", "),
+                    ),
+                ),
+                &r.name,
+            );
+        }
+    }
+    about(ok("origins", format!("{}: {listed}", r.name)), &r.name)
 }
 
 /// How long doctor scans tenants' state in all.

@@ -2,17 +2,22 @@
 //! when the tenant is created and then the tenant's own (the gateway and
 //! `openclaw config set` edit it). The token is not in it: the config refers
 //! to the environment variable `OPENCLAW_GATEWAY_TOKEN`, which systemd sets
-//! from the root-only environment file.
-use std::path::Path;
-
+//! from the root-only environment file. Nor are the public origins: three
+//! `$include`s point at root-owned files outside the state that ocusers
+//! keeps in step with the tenant's domains (see [`crate::proxy::origins`]).
 use serde_json::json;
+
+use crate::paths;
+use crate::proxy::origins;
+use crate::tenant::TenantName;
 
 /// Loopback addresses a local reverse proxy connects from; forwarded requests
 /// from anywhere else are refused by the gateway.
 pub const TRUSTED_PROXIES: [&str; 2] = ["127.0.0.1", "::1"];
 
-pub fn render(state_dir: &Path, port: u16) -> String {
-    let state = state_dir.display().to_string();
+pub fn render(name: &TenantName, port: u16) -> String {
+    let state = paths::home_dir(name).display().to_string();
+    let include = |file: &str| json!({ "$include": origins::include_path(name, file) });
     let config = json!({
         "gateway": {
             "mode": "local",
@@ -30,6 +35,17 @@ pub fn render(state_dir: &Path, port: u16) -> String {
                 },
             },
             "trustedProxies": TRUSTED_PROXIES,
+            // Root-owned, outside the state (OPENCLAW_INCLUDE_ROOTS in the
+            // unit admits them); the gateway reloads them when they change.
+            "publicOrigin": include(origins::PUBLIC_ORIGIN),
+            "controlUi": include(origins::CONTROL_UI),
+        },
+        "plugins": {
+            "entries": {
+                "device-pair": {
+                    "config": include(origins::DEVICE_PAIR),
+                },
+            },
         },
         "agents": {
             "defaults": {

@@ -17,6 +17,11 @@ use crate::paths::Paths;
 use crate::process;
 use crate::tenant::{self, TenantName};
 
+/// The OpenClaw version this release of ocusers was tested with (the
+/// system and VM tiers, the sandbox, the figures in README): what `runtime
+/// install` takes without `--version`. The one place it is written.
+pub const TESTED_OPENCLAW: &str = "2026.9.6";
+
 /// Written last into a runtime prefix: a prefix without it is incomplete.
 const MARKER: &str = "ocusers-runtime.toml";
 /// OpenClaw's own requirement (`node-version.mjs`): >= 24.16 within 24.x.
@@ -36,6 +41,8 @@ pub struct Installed {
     pub installed: String,
     pub path: PathBuf,
     pub default: bool,
+    /// The version this release of ocusers was tested with.
+    pub tested: bool,
     pub tenants: Vec<String>,
 }
 
@@ -98,6 +105,7 @@ pub fn list(paths: &Paths) -> Result<Vec<Installed>> {
         if let Some(m) = read_marker(&path) {
             out.push(Installed {
                 default: default.as_deref() == Some(name.as_str()),
+                tested: name == TESTED_OPENCLAW,
                 tenants: tenants
                     .iter()
                     .filter(|t| t.runtime == name)
@@ -120,7 +128,8 @@ pub enum InstallOutcome {
     AlreadyInstalled(String),
 }
 
-/// Install `version` (or the registry's latest) and make it the default for
+/// Install `version` ([`TESTED_OPENCLAW`] when none is given; `latest` or
+/// any npm version or dist-tag otherwise) and make it the default for
 /// new tenants. npm runs no install scripts (`--ignore-scripts`); OpenClaw's
 /// own deferred postinstall is then completed once (see
 /// [`complete_lifecycle`]), so no tenant ever needs to write the prefix.
@@ -135,7 +144,7 @@ pub fn install(
             check_version(v)?;
             resolve_version(npm, &format!("{}@{v}", cfg.package))?
         }
-        None => resolve_version(npm, &cfg.package)?,
+        None => TESTED_OPENCLAW.to_string(),
     };
     let prefix = paths.runtime_dir(&version);
     if read_marker(&prefix).is_some() {

@@ -3,7 +3,7 @@
 //! shell completions generated from the clap definitions (shipped in the
 //! .deb from packaging/generated/). `UPDATE_GOLDEN=1 cargo test --test
 //! golden` rewrites them; review the diff before committing.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ocusers::paths::Paths;
 use ocusers::secrets::{self, EnvFile};
@@ -27,7 +27,8 @@ fn check(rel: &str, actual: &[u8]) {
 
 #[test]
 fn tenant_openclaw_config() {
-    let text = ocusers::openclaw_config::render(Path::new("/var/lib/openclaw/alice"), 20000);
+    let alice = TenantName::parse("alice").unwrap();
+    let text = ocusers::openclaw_config::render(&alice, 20000);
     check("tests/golden/openclaw.json", text.as_bytes());
     // It must be JSON and carry no secret, only the reference to one.
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -270,6 +271,7 @@ fn proxy_includes() {
         cert_file: String::new(),
         key_file: String::new(),
         listen: vec!["127.0.0.1".into(), "::1".into()],
+        public_port: 443,
         caddy_config: "/etc/caddy/Caddyfile".into(),
         caddy_include: "/etc/caddy/ocusers.caddy".into(),
         nginx_include: "/etc/nginx/conf.d/ocusers.conf".into(),
@@ -321,4 +323,52 @@ fn proxy_includes() {
     for text in [base.render(&extra), nginx_all.render(&[])] {
         assert!(!text.contains("alice.test.internal"), "{text}");
     }
+}
+
+/// The public-origin files a tenant's config includes: on a proxy at HTTPS
+/// port 19443 with one extra domain, and with public access off.
+#[test]
+fn public_origin_files() {
+    use ocusers::proxy::{Kind, ProxyConfig, Tls, origins};
+    let on = ProxyConfig {
+        domain: "test.internal".into(),
+        kind: Kind::Caddy,
+        tls: Tls::Internal,
+        cert_file: String::new(),
+        key_file: String::new(),
+        listen: vec![],
+        public_port: 19443,
+        caddy_config: "/etc/caddy/Caddyfile".into(),
+        caddy_include: "/etc/caddy/ocusers.caddy".into(),
+        nginx_include: "/etc/nginx/conf.d/ocusers.conf".into(),
+    };
+    let off = ProxyConfig {
+        domain: String::new(),
+        ..on.clone()
+    };
+    let record = Record {
+        name: TenantName::parse("alice").unwrap(),
+        port: 20000,
+        block: 128,
+        tier: "standard".into(),
+        runtime: "2026.9.6".into(),
+        created: "2026-12-01T00:00:00Z".into(),
+        domains: vec!["alice.example.org".into()],
+        limits: Default::default(),
+    };
+    for (cfg, dir) in [(&on, "on-19443"), (&off, "off")] {
+        for (file, text) in origins::render(cfg, &record) {
+            check(
+                &format!("tests/golden/origins/{dir}/{file}"),
+                text.as_bytes(),
+            );
+        }
+    }
+    assert_eq!(
+        ocusers::proxy::public_origins(&on, &record),
+        [
+            "https://alice.test.internal:19443",
+            "https://alice.example.org:19443"
+        ]
+    );
 }

@@ -101,7 +101,7 @@ complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_
 complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_seen_subcommand_from install prune list help" -f -a "prune" -d 'Delete installed runtimes that no tenant runs, that are not the default and that `rollback` does not need'
 complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_seen_subcommand_from install prune list help" -f -a "list" -d 'Installed runtimes, the default, and which tenants use each'
 complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and not __fish_seen_subcommand_from install prune list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from install" -l version -d 'OpenClaw version (default: the registry\'s latest)' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from install" -l version -d 'OpenClaw version or npm dist-tag, e.g. `latest` (default: the version this release of ocusers was tested with, marked "tested" by `runtime list`)' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from install" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from install" -s h -l help -d 'Print help'
 complete -c ocusers -n "__fish_ocusers_using_subcommand runtime; and __fish_seen_subcommand_from prune" -l dry-run -d 'Print what would be deleted and change nothing'

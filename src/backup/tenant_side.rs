@@ -534,6 +534,35 @@ pub fn unpack(
     Ok(count)
 }
 
+/// The archived config's text for the restored name and port: the old
+/// state directory and the old public-origin includes renamed, the port set.
+pub fn fixed_config(mut text: String, fix: &ConfigFix) -> Result<String> {
+    if let Some((from, to)) = &fix.home {
+        text = text.replace(&format!("{from}/"), &format!("{to}/"));
+        text = text.replace(&format!("{from}\""), &format!("{to}\""));
+        // The public origins' includes name the tenant too (the unit admits
+        // only its own directory of them).
+        let base = |p: &str| p.rsplit('/').next().unwrap_or_default().to_string();
+        let public = crate::proxy::origins::PUBLIC_DIR;
+        text = text.replace(
+            &format!("{public}/{}/", base(from)),
+            &format!("{public}/{}/", base(to)),
+        );
+    }
+    if let Some(port) = fix.port {
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(mut v) => {
+                v["gateway"]["port"] = port.into();
+                text = serde_json::to_string_pretty(&v)? + "\n";
+            }
+            Err(_) => eprintln!(
+                "note: openclaw.json is not plain JSON; set gateway.port to {port} in it by hand"
+            ),
+        }
+    }
+    Ok(text)
+}
+
 /// Point `openclaw.json` at the restored name and port: read through a
 /// descriptor (a regular file, at most 16 MiB), written to a new file and
 /// renamed over it.
@@ -557,21 +586,7 @@ fn fix_config(root: &OwnedFd, fix: &ConfigFix, owner: Option<(u32, u32)>) -> Res
     if f.take(16 << 20).read_to_string(&mut text).is_err() {
         return Ok(());
     }
-    if let Some((from, to)) = &fix.home {
-        text = text.replace(&format!("{from}/"), &format!("{to}/"));
-        text = text.replace(&format!("{from}\""), &format!("{to}\""));
-    }
-    if let Some(port) = fix.port {
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(mut v) => {
-                v["gateway"]["port"] = port.into();
-                text = serde_json::to_string_pretty(&v)? + "\n";
-            }
-            Err(_) => eprintln!(
-                "note: {NAME} is not plain JSON; set gateway.port to {port} in it by hand"
-            ),
-        }
-    }
+    let text = fixed_config(text, fix)?;
     let tmp = ".openclaw.json.ocusers-restore";
     let _ = nix::unistd::unlinkat(root.as_fd(), tmp, nix::unistd::UnlinkatFlags::NoRemoveDir);
     let fd = nix::fcntl::openat(

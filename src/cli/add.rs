@@ -487,7 +487,7 @@ impl<'a> Ctx<'a> {
                 move || Ok(statedir::config_is_there(p, name)),
                 move || {
                     let account = self.account()?;
-                    let text = openclaw_config::render(&paths::home_dir(name), r.port);
+                    let text = openclaw_config::render(name, r.port);
                     written_apply.set(statedir::ensure_config(p, name, &account, &text)?);
                     Ok(())
                 },
@@ -607,6 +607,9 @@ impl<'a> Ctx<'a> {
             .revert(move || self.sd.disable(unit)),
         );
 
+        // The gateway's public origins, also with public access off (its
+        // config includes the files: they must exist before it starts).
+        plan.push(proxy::origins_step(p, self.proxy, r));
         if self.proxy.enabled() {
             for step in proxy::global_steps(p, self.proxy, self.sd, &self.extra_domains) {
                 plan.push(step);

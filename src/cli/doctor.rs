@@ -92,7 +92,8 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
             .all(|c| c.status == Status::Ok);
         let link_ok = crate::runtime::tenant_link_is(paths, &r.name, &r.runtime);
         let unit_ok = info.active_state != "failed" && info.unit_file_state == "enabled";
-        if files_ok && link_ok && unit_ok {
+        let origins_ok = crate::proxy::origins::drift(paths, &cfg.proxy, r).is_empty();
+        if files_ok && link_ok && unit_ok && origins_ok {
             continue;
         }
         let tier = Tier::load(paths, &r.tier)?;
@@ -125,7 +126,9 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
             },
         ));
         // Start it if it should run: failed, or was running before.
-        let start = info.active_state == "failed" || info.is_active() || !files_ok || !link_ok;
+        // Origins alone need no restart: the gateway reloads included files.
+        let start = !(files_ok && link_ok && unit_ok)
+            && (info.active_state == "failed" || info.is_active() || !files_ok || !link_ok);
         if start {
             push_restart(&mut plan, paths, &sd, r);
         }

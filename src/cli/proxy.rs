@@ -75,6 +75,10 @@ fn sync(paths: &Paths, args: SyncArgs) -> Result<()> {
         }
     }
     plan.push(proxy::stale_links_step(paths, &cfg, &records));
+    // Each gateway's public origins follow the proxy's settings.
+    for r in &records {
+        plan.push(proxy::origins_step(paths, &cfg, r));
+    }
     if args.dry_run {
         println!("plan for `ocusers proxy sync`:");
         print!("{}", plan.describe()?);

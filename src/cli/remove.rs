@@ -215,6 +215,7 @@ fn add_steps<'a>(
         move || Ok(!fsutil::exists(&p.unit_control_dir(unit))),
         move || fsutil::remove_tree(&p.unit_control_dir(unit)),
     ));
+    plan.push(crate::proxy::origins::removal_step(p, name));
     plan.push(Step::new(
         format!(
             "remove runtime link {}",

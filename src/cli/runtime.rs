@@ -14,7 +14,7 @@ use crate::runtime::{self, InstallOutcome};
 pub enum RuntimeCommand {
     /// Install Node and OpenClaw from the npm registry into a shared, read-only prefix and make it the default for new tenants.
     Install {
-        /// OpenClaw version (default: the registry's latest).
+        /// OpenClaw version or npm dist-tag, e.g. `latest` (default: the version this release of ocusers was tested with, marked "tested" by `runtime list`).
         #[arg(long)]
         version: Option<String>,
     },
@@ -40,17 +40,27 @@ pub fn run(paths: &Paths, cmd: RuntimeCommand) -> Result<()> {
             privilege::require_root("runtime install")?;
             let cfg = HostConfig::load(paths)?;
             let _lock = HostLock::acquire(paths)?;
+            let chosen = version.is_some();
             match runtime::install(paths, &cfg.runtime, &npm, version.as_deref())? {
                 InstallOutcome::Installed(v) => {
                     println!(
-                        "installed OpenClaw {v} in {}",
+                        "installed OpenClaw {v}{} in {}",
+                        tested_note(&v),
                         paths.runtime_dir(&v).display()
                     );
                     println!("new tenants use {v}");
                 }
                 InstallOutcome::AlreadyInstalled(v) => {
-                    println!("OpenClaw {v} is already installed; new tenants use {v}");
+                    println!(
+                        "OpenClaw {v}{} is already installed; new tenants use {v}",
+                        tested_note(&v)
+                    );
                 }
+            }
+            if !chosen {
+                println!(
+                    "another version: `sudo ocusers runtime install --version X` (`--version latest` for the registry's newest), `sudo ocusers upgrade --to X` moves the tenants"
+                );
             }
             Ok(())
         }
@@ -89,10 +99,18 @@ pub fn run(paths: &Paths, cmd: RuntimeCommand) -> Result<()> {
                 println!("no runtime installed: run `sudo ocusers runtime install`");
             }
             for r in &list {
+                let marks: Vec<&str> = [(r.default, "default"), (r.tested, "tested")]
+                    .into_iter()
+                    .filter_map(|(on, m)| on.then_some(m))
+                    .collect();
                 println!(
                     "{}{}  node {}  installed {}  tenants: {}",
                     r.version,
-                    if r.default { " (default)" } else { "" },
+                    if marks.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", marks.join(", "))
+                    },
                     r.node,
                     r.installed,
                     if r.tenants.is_empty() {
@@ -102,7 +120,25 @@ pub fn run(paths: &Paths, cmd: RuntimeCommand) -> Result<()> {
                     }
                 );
             }
+            if !list.iter().any(|r| r.tested) {
+                println!(
+                    "this release of ocusers was tested with OpenClaw {}: `sudo ocusers runtime install` installs it",
+                    runtime::TESTED_OPENCLAW
+                );
+            }
             Ok(())
         }
+    }
+}
+
+/// What the version is to this release of ocusers.
+fn tested_note(v: &str) -> String {
+    if v == runtime::TESTED_OPENCLAW {
+        " (the version this release of ocusers was tested with)".into()
+    } else {
+        format!(
+            " (this release of ocusers was tested with {})",
+            runtime::TESTED_OPENCLAW
+        )
     }
 }

@@ -78,7 +78,10 @@ pub fn run(paths: &Paths, args: UpgradeArgs) -> Result<()> {
         _ if args.dry_run => args.to.clone().unwrap_or_else(|| "latest".into()),
         v => {
             let npm = runtime::find_npm()?;
-            let version = match runtime::install(paths, &cfg.runtime, &npm, v.as_deref())? {
+            // Without --to: the registry's newest (`install` alone takes
+            // the tested version).
+            let spec = v.as_deref().unwrap_or("latest");
+            let version = match runtime::install(paths, &cfg.runtime, &npm, Some(spec))? {
                 runtime::InstallOutcome::Installed(v) => {
                     println!("installed OpenClaw {v} beside the others");
                     v

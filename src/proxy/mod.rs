@@ -19,6 +19,7 @@ pub mod admin;
 pub mod ask;
 pub mod caddy;
 pub mod nginx;
+pub mod origins;
 mod steps;
 
 use std::net::IpAddr;
@@ -33,6 +34,7 @@ use crate::paths::{self, Paths};
 use crate::process;
 use crate::tenant::{Record, TenantName};
 
+pub use origins::{origins_step, public_origins};
 pub use steps::{global_steps, route_removal_step, route_step, stale_links_step};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +66,10 @@ pub struct ProxyConfig {
     pub cert_file: String,
     pub key_file: String,
     pub listen: Vec<String>,
+    /// The port browsers reach the proxy's HTTPS on (443 unless the proxy
+    /// listens elsewhere or sits behind a port forward): part of every
+    /// public origin (see [`origins`]).
+    pub public_port: u16,
     pub caddy_config: PathBuf,
     pub caddy_include: PathBuf,
     pub nginx_include: PathBuf,
@@ -86,6 +92,12 @@ impl ProxyConfig {
             return Some(format!(
                 "[proxy] listen: {a:?} is not an IP address (write addresses like \"127.0.0.1\" or \"::1\")"
             ));
+        }
+        if self.public_port == 0 {
+            return Some(
+                "[proxy] public_port must be the port browsers reach the proxy's HTTPS on, 1-65535 (443 by default)"
+                    .into(),
+            );
         }
         let files = self.tls == Tls::Files;
         if files && (self.cert_file.is_empty() || self.key_file.is_empty()) {
@@ -422,6 +434,7 @@ mod tests {
             cert_file: String::new(),
             key_file: String::new(),
             listen: vec![],
+            public_port: 443,
             caddy_config: "/etc/caddy/Caddyfile".into(),
             caddy_include: "/etc/caddy/ocusers.caddy".into(),
             nginx_include: "/etc/nginx/conf.d/ocusers.conf".into(),

@@ -15,6 +15,7 @@ mod hostile_fs;
 mod hostile_proc;
 mod isolation;
 mod many;
+mod origins;
 mod proxy;
 #[path = "../support/stub_runtime.rs"]
 mod stub_runtime;
@@ -96,6 +97,7 @@ const TRIALS: &[(&str, Check)] = &[
     // Public access through the real Caddy and nginx (issue #3).
     ("proxy_caddy_setup", proxy::proxy_caddy_setup),
     ("proxy_routes_by_name", proxy::proxy_routes_by_name),
+    ("public_origins", origins::public_origins),
     ("proxy_cli_over_wss", proxy::proxy_cli_over_wss),
     (
         "proxy_add_remove_keeps_websockets",

@@ -17,8 +17,8 @@ use crate::tenants::{Fixture, R, TOKEN_FILE, assert_gone, ensure, stderr, stdout
 const DOMAIN: &str = "test.internal";
 /// The public side of the test host: clients connect to it and from it.
 pub const CLIENT_ADDR: &str = "192.0.2.10";
-const CADDY_HTTPS: u16 = 19443;
-const CADDY_CA: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
+pub const CADDY_HTTPS: u16 = 19443;
+pub const CADDY_CA: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
 const NGINX_CERT: &str = "/etc/ssl/certs/ocusers-test.pem";
 const NGINX_KEY: &str = "/etc/ssl/private/ocusers-test.key";
 
@@ -45,6 +45,7 @@ const PROXY_CADDY: &str = "[proxy]
 domain = \"test.internal\"
 tls = \"internal\"
 listen = [\"127.0.0.1\", \"192.0.2.10\"]
+public_port = 19443
 ";
 
 /// Add (or, with `up` false, remove) [`CLIENT_ADDR`] on the loopback

@@ -272,18 +272,42 @@ pub fn add_without_runtime_says_how(fx: &Fixture) -> R {
 /// tenant can write, the default for new tenants.
 pub fn runtime_install(fx: &Fixture) -> R {
     let v = openclaw_version();
+    let tested = v == ocusers::runtime::TESTED_OPENCLAW;
     let t = Instant::now();
-    fx.ocusers_ok(&format!("runtime install --version {v}"))?;
+    // Without --version: the version this release was tested with (the
+    // tier's own, unless OCUSERS_TEST_OPENCLAW_VERSION asks for another).
+    let out = if tested {
+        fx.ocusers_ok("runtime install")?
+    } else {
+        fx.ocusers_ok(&format!("runtime install --version {v}"))?
+    };
     fx.figure(
         "ocusers runtime install",
         format!("{:.1} s", t.elapsed().as_secs_f64()),
     );
+    if tested {
+        ensure(
+            out.contains(&format!(
+                "installed OpenClaw {v} (the version this release of ocusers was tested with)"
+            )) && out.contains("--version latest"),
+            || format!("runtime install without --version: {out}"),
+        )?;
+    }
     let list = fx.json("runtime list --json")?;
     let rts = list["runtimes"].as_array().cloned().unwrap_or_default();
     ensure(
-        rts.len() == 1 && rts[0]["version"] == v.as_str() && rts[0]["default"] == true,
+        rts.len() == 1
+            && rts[0]["version"] == v.as_str()
+            && rts[0]["default"] == true
+            && rts[0]["tested"] == tested,
         || format!("runtime list: {list}"),
     )?;
+    if tested {
+        let text = fx.ocusers_ok("runtime list")?;
+        ensure(text.starts_with(&format!("{v} (default, tested)")), || {
+            format!("runtime list: {text}")
+        })?;
+    }
     ensure(
         rts[0]["node"]
             .as_str()
@@ -779,6 +803,10 @@ pub(crate) fn assert_gone(fx: &Fixture, name: &str) -> R {
             format!("test -e /etc/ocusers/tenants/{name}.env"),
         ),
         ("state dir", format!("test -e /var/lib/openclaw/{name}")),
+        (
+            "public origins",
+            format!("test -e /var/lib/ocusers/public/{name}"),
+        ),
         (
             "runtime link",
             format!("test -L /var/lib/ocusers/runtimes/by-tenant/{name}"),
