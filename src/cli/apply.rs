@@ -415,3 +415,6 @@ fn differences(old: &Record, new: &Record) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod plan_tests;
