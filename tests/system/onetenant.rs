@@ -78,9 +78,9 @@ pub fn set_and_domain_live(fx: &Fixture) -> R {
             "not enough memory for `ocusers set alice --memory-max 64T`",
         ),
         (
-            "set nobody --memory-max 3G",
+            "set nosuch --memory-max 3G",
             1,
-            "no tenant named \"nobody\"",
+            "no tenant named \"nosuch\"",
         ),
         (
             "domain add alice Bad_Host.test",
