@@ -255,3 +255,92 @@ fn a_domain_under_the_wildcard_leaves_the_proxy_unreloaded() {
     );
     assert!(!has(&steps, "restart"), "{steps:#?}");
 }
+
+/// A systemd on which every job succeeds (for applying route steps).
+struct Obliging(Running);
+
+impl Systemd for Obliging {
+    fn unit(&self, u: &str) -> Result<UnitInfo> {
+        self.0.unit(u)
+    }
+    fn unit_file_state(&self, _: &str) -> Result<String> {
+        Ok("enabled".into())
+    }
+    fn enable(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn disable(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn start(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn stop(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn restart(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn set_limits_and_bind(
+        &self,
+        _: &str,
+        _: &crate::policy::Limits,
+        _: &SocketBind,
+    ) -> Result<()> {
+        Ok(())
+    }
+    fn reset_failed(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn active_state(&self, _: &str) -> Result<String> {
+        Ok("active".into())
+    }
+    fn reload(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn daemon_reload(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_domain_change_puts_the_earlier_routes_back() {
+    let h = host();
+    let sd = Obliging(Running {
+        unit: UnitInfo::default(),
+        bind: SocketBind {
+            allow: Vec::new(),
+            deny: Vec::new(),
+        },
+    });
+    let links = |paths: &Paths| crate::proxy::links(paths).unwrap();
+    // alice routed at her own name, as `add` left her.
+    let mut plan = crate::plan::Plan::new("alice", "test");
+    plan.push(crate::proxy::route_step(
+        &h.paths,
+        &h.cfg.proxy,
+        &sd,
+        &h.alice,
+    ));
+    plan.apply().unwrap();
+    let before = links(&h.paths);
+    assert_eq!(
+        before,
+        [("alice.test.internal".to_string(), "alice".to_string())]
+    );
+    // A domain added, then a later step fails: the earlier link stays,
+    // the new one goes.
+    let with = Record {
+        domains: vec!["alice-extra.test.internal".into()],
+        ..h.alice.clone()
+    };
+    let mut plan = crate::plan::Plan::new("alice", "test");
+    plan.push(crate::proxy::route_step(&h.paths, &h.cfg.proxy, &sd, &with));
+    plan.push(crate::plan::Step::new(
+        "fail",
+        || Ok(false),
+        || bail!("boom"),
+    ));
+    plan.apply().unwrap_err();
+    assert_eq!(links(&h.paths), before);
+}
