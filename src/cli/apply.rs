@@ -82,6 +82,7 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
     let opts = Opts {
         command: format!("ocusers apply {file}"),
         file: Some(file),
+        action: None,
         prune: args.prune,
         dry_run: args.dry_run,
         no_start: args.no_start,
@@ -99,6 +100,9 @@ pub(crate) struct Opts {
     /// The file of `apply`; `None` for a one-tenant change (`set`,
     /// `domain`), where the other tenants are simply left as they are.
     pub file: Option<String>,
+    /// The action `ocusers history` records the steps under (`set`,
+    /// `domain-add`); `None`: the add plan's own (`add`).
+    pub action: Option<&'static str>,
     pub prune: bool,
     pub dry_run: bool,
     pub no_start: bool,
@@ -266,7 +270,12 @@ pub(crate) fn converge(
             Change::Update(diff) => format!("update ({})", diff.join("; ")),
             Change::Converge => "converge (drift from the file)".into(),
         };
-        plans.push((d.name.to_string(), label, ctx.plan(start, true)));
+        let plan = ctx.plan(start, true);
+        let plan = match args.action {
+            Some(a) => plan.recorded_as(a),
+            None => plan,
+        };
+        plans.push((d.name.to_string(), label, plan));
     }
 
     let mut todo = Vec::new();

@@ -60,6 +60,11 @@ pub fn run(paths: &Paths, cmd: DomainCommand) -> Result<()> {
     let opts = Opts {
         command: format!("ocusers domain {verb} {name} {}", args.host),
         file: None,
+        action: Some(if verb == "add" {
+            "domain-add"
+        } else {
+            "domain-remove"
+        }),
         prune: false,
         dry_run: args.dry_run,
         no_start: !onetenant::running(&name)?,

@@ -76,6 +76,7 @@ pub fn run(paths: &Paths, args: SetArgs) -> Result<()> {
     let opts = Opts {
         command,
         file: None,
+        action: Some("set"),
         prune: false,
         dry_run: args.dry_run,
         no_start: !onetenant::running(&name)?,

@@ -239,6 +239,18 @@ pub fn set_and_domain_live(fx: &Fixture) -> R {
             lifetimes(fx)
         )
     })?;
+    // The change trail names the commands.
+    let trail = fx.json("history alice --json")?;
+    let actions: Vec<&str> = trail["entries"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|x| x["action"].as_str()).collect())
+        .unwrap_or_default();
+    ensure(
+        ["set", "domain-add", "domain-remove"]
+            .iter()
+            .all(|a| actions.contains(a)),
+        || format!("history alice: {actions:?}"),
+    )?;
     let out = stdout(&fx.ocusers("status alice --json"));
     ensure(out.contains("\"ready\": true"), || out.clone())
 }
