@@ -53,10 +53,13 @@ pub enum Error {
         "user {user:?} already exists and is not an ocusers tenant: choose another tenant name"
     )]
     ForeignUser { user: String },
-    #[error(
-        "tenant {name:?} already exists with {what}; leave the option out or remove the tenant first"
-    )]
-    Conflict { name: String, what: String },
+    #[error("tenant {name:?} already exists with {what}; {fix}")]
+    Conflict {
+        name: String,
+        what: String,
+        /// What to run instead, e.g. `ocusers domain add NAME HOST`.
+        fix: String,
+    },
     #[error("`{command}` failed ({status}): {stderr}")]
     Command {
         command: String,

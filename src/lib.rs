@@ -22,6 +22,7 @@ pub mod lock;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod onetenant;
 pub mod openclaw_config;
 pub mod paths;
 pub mod plan;

@@ -88,6 +88,13 @@ impl<'a> Plan<'a> {
         }
     }
 
+    /// Record the plan's steps under another action (`ocusers history`
+    /// shows `set` for the add plan that `ocusers set` runs).
+    pub fn recorded_as(mut self, action: &str) -> Plan<'a> {
+        self.action = action.to_string();
+        self
+    }
+
     pub fn push(&mut self, step: Step<'a>) {
         self.steps.push(step);
     }

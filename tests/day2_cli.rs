@@ -145,3 +145,197 @@ fn backup_verify_checks_every_member() {
     assert_fails(&out, 1, "junk.tar.gz");
     assert!(!dir.path().join("var/lib/ocusers/tenants").exists());
 }
+
+/// Every file under `root` with its content, to prove a refused command
+/// changed nothing.
+fn snapshot(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(p);
+                out.push((rel, Vec::new()));
+            } else {
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn set_and_domain_refuse_bad_input_and_change_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = ocusers::paths::Paths::new(root.path());
+    registered(root.path());
+    let bob = Record {
+        name: TenantName::parse("bob-smith").unwrap(),
+        port: 20128,
+        domains: vec!["bob.example.org".into()],
+        ..record()
+    };
+    ocusers::tenant::save(&paths, &bob).unwrap();
+    // A 3 GiB host with public access at test.internal.
+    std::fs::create_dir_all(root.path().join("proc")).unwrap();
+    std::fs::write(root.path().join("proc/meminfo"), "MemTotal: 3145728 kB\n").unwrap();
+    std::fs::create_dir_all(root.path().join("etc/ocusers")).unwrap();
+    std::fs::write(
+        root.path().join("etc/ocusers/ocusers.toml"),
+        "[proxy]\ndomain = \"test.internal\"\n",
+    )
+    .unwrap();
+    let before = snapshot(root.path());
+    for (args, code, needle) in [
+        (
+            &["set", "nosuch", "--memory-max", "3G"][..],
+            1,
+            "no tenant named \"nosuch\": see `ocusers list`",
+        ),
+        (
+            &["set", "Alice", "--memory-max", "3G"],
+            2,
+            "invalid tenant name",
+        ),
+        (
+            &["set", "alice", "--tier", "huge"],
+            2,
+            "unknown tier \"huge\": choose one of heavy, light, standard",
+        ),
+        (
+            &["set", "alice", "--memory-max", "lots"],
+            1,
+            "cannot set the limits of tenant alice: memory_max: unknown unit",
+        ),
+        (
+            &["set", "alice", "--memory-max", "1G"],
+            1,
+            "memory_high (1610612736) must not be above memory_max (1073741824) (tier standard: MemoryHigh 1.5G, MemoryMax 2.0G, CPUQuota 100%, TasksMax 512); change the value, or give `tier` to take the tier's",
+        ),
+        (
+            &["set", "alice", "--cpu-quota", "150"],
+            1,
+            "cpu_quota: \"150\" is not a percentage like 50%",
+        ),
+        (
+            &["set", "alice", "--tasks-max", "0"],
+            1,
+            "tasks_max must be positive",
+        ),
+        (
+            &["set", "alice", "--tasks-max", "many"],
+            1,
+            "not a number of tasks like 512",
+        ),
+        (
+            &["set", "alice", "--memory-max", "8G"],
+            1,
+            "not enough memory for `ocusers set alice --memory-max 8G`: the tenants' MemoryMax would total 10.0G, above 1.5 x RAM 3.0G = 4.5G",
+        ),
+        (
+            &["set", "alice", "--tier", "heavy"],
+            1,
+            "not enough memory for `ocusers set alice --tier heavy`",
+        ),
+        (
+            &["domain", "add", "alice", "Bad_Host.org"],
+            2,
+            "invalid domain \"Bad_Host.org\"",
+        ),
+        (
+            &["domain", "add", "alice", "localhost"],
+            2,
+            "needs at least two labels",
+        ),
+        (
+            &["domain", "add", "nosuch", "x.example.org"],
+            1,
+            "no tenant named \"nosuch\"",
+        ),
+        (
+            &["domain", "add", "alice", "bob.example.org"],
+            1,
+            "domain \"bob.example.org\" already routes to tenant \"bob-smith\": choose another domain",
+        ),
+        (
+            &["domain", "add", "alice", "bob-smith.test.internal"],
+            1,
+            "already routes to tenant \"bob-smith\"",
+        ),
+        (
+            &["domain", "add", "alice", "alice.test.internal"],
+            2,
+            "alice gets that name anyway",
+        ),
+        (
+            &["domain", "remove", "alice", "x.example.org"],
+            1,
+            "tenant \"alice\" has no extra domain \"x.example.org\" (its extra domains: none)",
+        ),
+        (
+            &["domain", "remove", "alice", "alice.test.internal"],
+            1,
+            "own public name",
+        ),
+        (
+            &["add", "alice", "--domain", "alice.example.org"],
+            1,
+            "tenant \"alice\" already exists with domains []; to change them use `ocusers domain add alice alice.example.org`",
+        ),
+        (
+            &["add", "alice", "--tier", "heavy"],
+            1,
+            "to change it use `ocusers set alice --tier heavy`",
+        ),
+        (
+            &["add", "bob", "--domain", "bob.example.org"],
+            1,
+            "already routes to tenant \"bob-smith\"",
+        ),
+    ] {
+        let out = ocusers(root.path(), args, b"");
+        assert_fails(&out, code, needle);
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Nothing to set at all is a usage error.
+    let out = ocusers(root.path(), &["set", "alice"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--memory-max"));
+    assert_eq!(
+        snapshot(root.path()),
+        before,
+        "a refused command changed files"
+    );
+}
+
+#[test]
+fn a_new_tenant_may_not_take_an_extra_domain_as_its_name() {
+    let root = tempfile::tempdir().unwrap();
+    let paths = ocusers::paths::Paths::new(root.path());
+    let alice = Record {
+        domains: vec!["carol.test.internal".into()],
+        ..record()
+    };
+    ocusers::tenant::save(&paths, &alice).unwrap();
+    std::fs::create_dir_all(root.path().join("etc/ocusers")).unwrap();
+    std::fs::write(
+        root.path().join("etc/ocusers/ocusers.toml"),
+        "[proxy]\ndomain = \"test.internal\"\n",
+    )
+    .unwrap();
+    let before = snapshot(root.path());
+    let out = ocusers(root.path(), &["add", "carol"], b"");
+    assert_fails(
+        &out,
+        2,
+        "its public name carol.test.internal is an extra domain of tenant alice; choose another name or run `ocusers domain remove alice carol.test.internal` first",
+    );
+    assert_eq!(snapshot(root.path()), before);
+}

@@ -34,6 +34,9 @@ _ocusers() {
             ocusers,doctor)
                 cmd="ocusers__subcmd__doctor"
                 ;;
+            ocusers,domain)
+                cmd="ocusers__subcmd__domain"
+                ;;
             ocusers,exec)
                 cmd="ocusers__subcmd__exec"
                 ;;
@@ -82,6 +85,9 @@ _ocusers() {
             ocusers,secret)
                 cmd="ocusers__subcmd__secret"
                 ;;
+            ocusers,set)
+                cmd="ocusers__subcmd__set"
+                ;;
             ocusers,start)
                 cmd="ocusers__subcmd__start"
                 ;;
@@ -109,6 +115,24 @@ _ocusers() {
             ocusers__subcmd__backup__subcmd__help,verify)
                 cmd="ocusers__subcmd__backup__subcmd__help__subcmd__verify"
                 ;;
+            ocusers__subcmd__domain,add)
+                cmd="ocusers__subcmd__domain__subcmd__add"
+                ;;
+            ocusers__subcmd__domain,help)
+                cmd="ocusers__subcmd__domain__subcmd__help"
+                ;;
+            ocusers__subcmd__domain,remove)
+                cmd="ocusers__subcmd__domain__subcmd__remove"
+                ;;
+            ocusers__subcmd__domain__subcmd__help,add)
+                cmd="ocusers__subcmd__domain__subcmd__help__subcmd__add"
+                ;;
+            ocusers__subcmd__domain__subcmd__help,help)
+                cmd="ocusers__subcmd__domain__subcmd__help__subcmd__help"
+                ;;
+            ocusers__subcmd__domain__subcmd__help,remove)
+                cmd="ocusers__subcmd__domain__subcmd__help__subcmd__remove"
+                ;;
             ocusers__subcmd__help,add)
                 cmd="ocusers__subcmd__help__subcmd__add"
                 ;;
@@ -126,6 +150,9 @@ _ocusers() {
                 ;;
             ocusers__subcmd__help,doctor)
                 cmd="ocusers__subcmd__help__subcmd__doctor"
+                ;;
+            ocusers__subcmd__help,domain)
+                cmd="ocusers__subcmd__help__subcmd__domain"
                 ;;
             ocusers__subcmd__help,exec)
                 cmd="ocusers__subcmd__help__subcmd__exec"
@@ -175,6 +202,9 @@ _ocusers() {
             ocusers__subcmd__help,secret)
                 cmd="ocusers__subcmd__help__subcmd__secret"
                 ;;
+            ocusers__subcmd__help,set)
+                cmd="ocusers__subcmd__help__subcmd__set"
+                ;;
             ocusers__subcmd__help,start)
                 cmd="ocusers__subcmd__help__subcmd__start"
                 ;;
@@ -192,6 +222,12 @@ _ocusers() {
                 ;;
             ocusers__subcmd__help__subcmd__backup,verify)
                 cmd="ocusers__subcmd__help__subcmd__backup__subcmd__verify"
+                ;;
+            ocusers__subcmd__help__subcmd__domain,add)
+                cmd="ocusers__subcmd__help__subcmd__domain__subcmd__add"
+                ;;
+            ocusers__subcmd__help__subcmd__domain,remove)
+                cmd="ocusers__subcmd__help__subcmd__domain__subcmd__remove"
                 ;;
             ocusers__subcmd__help__subcmd__internal,pack-state)
                 cmd="ocusers__subcmd__help__subcmd__internal__subcmd__pack__subcmd__state"
@@ -338,7 +374,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair internal help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair internal help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -507,6 +543,104 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__domain)
+            opts="-v -h --verbose --help add remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__domain__subcmd__add)
+            opts="-v -h --dry-run --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__domain__subcmd__help)
+            opts="add remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__domain__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__domain__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__domain__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__domain__subcmd__remove)
+            opts="-v -h --dry-run --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__exec)
             opts="-v -h --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -536,7 +670,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart apply export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair internal help"
+            opts="add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair internal help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -636,6 +770,48 @@ _ocusers() {
         ocusers__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__domain)
+            opts="add remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__domain__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__domain__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1014,6 +1190,20 @@ _ocusers() {
         ocusers__subcmd__help__subcmd__secret__subcmd__unset)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1744,6 +1934,40 @@ _ocusers() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__set)
+            opts="-v -h --tier --memory-high --memory-max --cpu-quota --tasks-max --dry-run --no-wait --force --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --tier)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-high)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-quota)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tasks-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

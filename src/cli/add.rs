@@ -249,15 +249,44 @@ fn resolve(
     requested.dedup();
     let domains = match &existing {
         Some(r) if !requested.is_empty() && requested != r.domains => {
+            // README's `add alice --domain alice.example.org` after an
+            // earlier `add alice`: say how to change one tenant's domains.
+            let fix: Vec<String> = requested
+                .iter()
+                .filter(|d| !r.domains.contains(d))
+                .map(|d| format!("`ocusers domain add {name} {d}`"))
+                .chain(
+                    r.domains
+                        .iter()
+                        .filter(|d| !requested.contains(d))
+                        .map(|d| format!("`ocusers domain remove {name} {d}`")),
+                )
+                .collect();
             return Err(Error::Conflict {
                 name: name.to_string(),
                 what: format!("domains {:?}", r.domains),
+                fix: format!("to change them use {}", fix.join(" and ")),
             }
             .into());
         }
         Some(r) => r.domains.clone(),
         None => {
             proxy::check_extra_domains(&cfg.proxy, name, &requested, registry)?;
+            // Its own NAME.DOMAIN must not be another tenant's extra domain
+            // (`ocusers domain add`): the new route would take it over.
+            if cfg.proxy.enabled() {
+                let own = cfg.proxy.host_of(name);
+                if let Some(other) = registry.iter().find(|r| r.domains.contains(&own)) {
+                    return Err(Error::InvalidName {
+                        name: name.to_string(),
+                        reason: format!(
+                            "its public name {own} is an extra domain of tenant {}; choose another name or run `ocusers domain remove {} {own}` first",
+                            other.name, other.name
+                        ),
+                    }
+                    .into());
+                }
+            }
             requested
         }
     };
@@ -266,6 +295,7 @@ fn resolve(
             return Err(Error::Conflict {
                 name: name.to_string(),
                 what: format!("tier {}", r.tier),
+                fix: format!("to change it use `ocusers set {name} --tier {t}`"),
             }
             .into());
         }
@@ -280,6 +310,7 @@ fn resolve(
             return Err(Error::Conflict {
                 name: name.to_string(),
                 what: format!("port {}", r.port),
+                fix: "leave --port out or remove the tenant first".into(),
             }
             .into());
         }
@@ -415,6 +446,9 @@ impl<'a> Ctx<'a> {
         let name = &r.name;
         let mut plan = Plan::new(name.as_str(), "add");
 
+        // An existing tenant's entry (apply, set, domain) is put back as it
+        // was, not removed, when a later step fails.
+        let entry_before = tenant::load(p, name).ok().flatten();
         plan.push(
             Step::new(
                 format!(
@@ -426,7 +460,10 @@ impl<'a> Ctx<'a> {
                 move || Ok(tenant::load(p, name)?.as_ref() == Some(r)),
                 move || tenant::save(p, r),
             )
-            .revert(move || tenant::remove(p, name)),
+            .revert(move || match &entry_before {
+                Some(old) => tenant::save(p, old),
+                None => tenant::remove(p, name),
+            }),
         );
 
         let state = p.state_dir(name);
@@ -545,6 +582,8 @@ impl<'a> Ctx<'a> {
         let bind = crate::isolation::socket_bind_for(self.cfg, r);
         let bind_check = bind.clone();
         let l = self.limits;
+        let limits_before = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let revert_to = limits_before.clone();
         plan.push(
             Step::new(
                 format!(
@@ -569,9 +608,31 @@ impl<'a> Ctx<'a> {
                             .join("50-SocketBindAllow.conf")
                             .is_file())
                 },
-                move || self.sd.set_limits_and_bind(unit, &l, &bind),
+                move || {
+                    // What the unit had, so a failure later puts it back
+                    // (an existing tenant keeps its bind lists and limits).
+                    let u = self.sd.unit(unit)?;
+                    if let (Some(memory_high), Some(memory_max), Some(cpu), Some(tasks_max)) =
+                        (u.memory_high, u.memory_max, u.cpu_quota_per_sec_usec, u.tasks_max)
+                        && p.unit_control_dir(unit)
+                            .join("50-SocketBindAllow.conf")
+                            .is_file()
+                    {
+                        let old = Limits {
+                            memory_high,
+                            memory_max,
+                            cpu_quota_per_sec_usec: cpu,
+                            tasks_max,
+                        };
+                        limits_before.replace(Some((old, self.sd.socket_bind(unit)?)));
+                    }
+                    self.sd.set_limits_and_bind(unit, &l, &bind)
+                },
             )
-            .revert(move || crate::fsutil::remove_tree(&p.unit_control_dir(unit))),
+            .revert(move || match revert_to.take() {
+                Some((old, old_bind)) => self.sd.set_limits_and_bind(unit, &old, &old_bind),
+                None => crate::fsutil::remove_tree(&p.unit_control_dir(unit)),
+            }),
         );
         let cfg = self.cfg;
         plan.push(

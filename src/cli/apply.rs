@@ -79,7 +79,48 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
     let _lock = HostLock::acquire(paths)?;
     let desired = manifest.resolve(&args.file, paths, &cfg.tenants.default_tier)?;
     let file = args.file.display().to_string();
+    let opts = Opts {
+        command: format!("ocusers apply {file}"),
+        file: Some(file),
+        action: None,
+        prune: args.prune,
+        dry_run: args.dry_run,
+        no_start: args.no_start,
+        no_wait: args.no_wait,
+        force: args.force,
+    };
+    converge(paths, &cfg, &desired, &opts)
+}
 
+/// How [`converge`] runs: apply's flags, and the command line its messages
+/// name.
+pub(crate) struct Opts {
+    /// `ocusers apply FILE`, `ocusers set alice --memory-max 3G`.
+    pub command: String,
+    /// The file of `apply`; `None` for a one-tenant change (`set`,
+    /// `domain`), where the other tenants are simply left as they are.
+    pub file: Option<String>,
+    /// The action `ocusers history` records the steps under (`set`,
+    /// `domain-add`); `None`: the add plan's own (`add`).
+    pub action: Option<&'static str>,
+    pub prune: bool,
+    pub dry_run: bool,
+    pub no_start: bool,
+    pub no_wait: bool,
+    pub force: bool,
+}
+
+/// Converge the host to `desired` (checked tenants, as `Manifest::resolve`
+/// gives them), under the host lock the caller holds: every tenant through
+/// the add plan, the plan printed first, `--dry-run` stops there. `set` and
+/// `domain` call this with the one tenant they change.
+pub(crate) fn converge(
+    paths: &Paths,
+    cfg: &HostConfig,
+    desired: &[Desired],
+    args: &Opts,
+) -> Result<()> {
+    let command = args.command.as_str();
     let existing = tenant::list(paths)?;
     let wanted: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
     let (kept, pruned): (Vec<&Record>, Vec<&Record>) = existing
@@ -93,7 +134,7 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
     let live = ports::live_listeners(paths.root())?;
     let mut records = Vec::new();
     let mut changes = Vec::new();
-    for d in &desired {
+    for d in desired {
         let old = existing.iter().find(|r| r.name == d.name);
         let record = match old {
             Some(r) => Record {
@@ -147,7 +188,7 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
             &cfg.capacity,
             capacity::host_ram(paths)?,
             total,
-            &format!("`ocusers apply {file}`"),
+            &format!("`{command}`"),
             args.force,
         )?;
     }
@@ -176,7 +217,7 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
         .zip(&users)
         .map(|((d, record), user): ((&Desired, &Record), &String)| Ctx {
             paths,
-            cfg: &cfg,
+            cfg,
             sd: &sd as &dyn Systemd,
             record,
             tier: &d.tier,
@@ -207,7 +248,7 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
         // with the extra domains as they will be.
         let plan = remove::plan(
             paths,
-            &cfg,
+            cfg,
             &sd,
             &r.name,
             &r.user,
@@ -218,7 +259,7 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
         )?;
         plans.push((r.name.to_string(), "remove (--prune)".into(), plan));
     }
-    for ((ctx, change), d) in ctxs.iter().zip(&changes).zip(&desired) {
+    for ((ctx, change), d) in ctxs.iter().zip(&changes).zip(desired) {
         let label = match change {
             Change::Add => format!(
                 "add (tier {}, port {}, MemoryMax {})",
@@ -229,7 +270,12 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
             Change::Update(diff) => format!("update ({})", diff.join("; ")),
             Change::Converge => "converge (drift from the file)".into(),
         };
-        plans.push((d.name.to_string(), label, ctx.plan(start, true)));
+        let plan = ctx.plan(start, true);
+        let plan = match args.action {
+            Some(a) => plan.recorded_as(a),
+            None => plan,
+        };
+        plans.push((d.name.to_string(), label, plan));
     }
 
     let mut todo = Vec::new();
@@ -239,22 +285,30 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
             todo.push((name.clone(), label.clone(), steps));
         }
     }
+    let kept: Vec<&Record> = if args.file.is_some() {
+        kept
+    } else {
+        Vec::new()
+    };
     if todo.is_empty() {
-        println!(
-            "nothing to do: the host matches {file} ({} tenants)",
-            desired.len()
-        );
-        print_kept(&kept, &file);
+        match &args.file {
+            Some(f) => println!(
+                "nothing to do: the host matches {f} ({} tenants)",
+                desired.len()
+            ),
+            None => println!("nothing to do: the tenant is already like that (`{command}`)"),
+        }
+        print_kept(&kept, args.file.as_deref().unwrap_or_default());
         return Ok(());
     }
-    println!("plan for `ocusers apply {file}`:");
+    println!("plan for `{command}`:");
     for (name, label, steps) in &todo {
         println!("{name}: {label}");
         for s in steps {
             println!("  - {s}");
         }
     }
-    print_kept(&kept, &file);
+    print_kept(&kept, args.file.as_deref().unwrap_or_default());
     if args.dry_run {
         println!("dry run: nothing changed");
         return Ok(());
@@ -264,7 +318,7 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
     // One daemon-reload after all tenants, not one per enabled unit; done
     // even when a tenant fails, so nothing is left pending for the operator.
     sd.defer_reloads();
-    let result = apply_plans(plans, &todo, &file);
+    let result = apply_plans(plans, &todo, command, args.file.is_none());
     let reload = sd.finish_reloads();
     let (applied, tenants) = result?;
     reload?;
@@ -284,7 +338,8 @@ type Todo = Vec<(String, String, Vec<String>)>;
 fn apply_plans(
     plans: Vec<(String, String, Plan)>,
     todo: &Todo,
-    file: &str,
+    command: &str,
+    one: bool,
 ) -> Result<(usize, usize)> {
     let mut applied = 0;
     let mut tenants = 0;
@@ -297,6 +352,8 @@ fn apply_plans(
             .unwrap_or_default();
         let outcome = match plan.apply() {
             Ok(o) => o,
+            // One tenant (`set`, `domain`): its own one-line error.
+            Err(e) if one => return Err(e),
             Err(e) => {
                 eprintln!("tenant {name}: {}", crate::error::render_chain(&e));
                 failed.push(name);
@@ -318,7 +375,7 @@ fn apply_plans(
     }
     if !failed.is_empty() {
         anyhow::bail!(
-            "apply could not finish tenant(s) {} (each says why above; the other tenants were applied); re-run `ocusers apply {file}` when fixed",
+            "apply could not finish tenant(s) {} (each says why above; the other tenants were applied); re-run `{command}` when fixed",
             failed.join(", ")
         );
     }
@@ -341,7 +398,22 @@ fn differences(old: &Record, new: &Record) -> Vec<String> {
         out.push(format!("tier {} -> {}", old.tier, new.tier));
     }
     if old.limits != new.limits {
-        out.push("limit overrides changed".into());
+        let (o, n) = (&old.limits, &new.limits);
+        let show = |v: Option<String>| v.unwrap_or_else(|| "(tier)".into());
+        for (key, before, after) in [
+            ("memory_high", o.memory_high.clone(), n.memory_high.clone()),
+            ("memory_max", o.memory_max.clone(), n.memory_max.clone()),
+            ("cpu_quota", o.cpu_quota.clone(), n.cpu_quota.clone()),
+            (
+                "tasks_max",
+                o.tasks_max.map(|t| t.to_string()),
+                n.tasks_max.map(|t| t.to_string()),
+            ),
+        ] {
+            if before != after {
+                out.push(format!("{key} {} -> {}", show(before), show(after)));
+            }
+        }
     }
     if old.domains != new.domains {
         out.push(format!(
@@ -352,3 +424,6 @@ fn differences(old: &Record, new: &Record) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod plan_tests;

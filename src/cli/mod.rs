@@ -8,6 +8,7 @@ mod apply;
 mod audit;
 mod backup;
 mod doctor;
+mod domain;
 mod exec;
 mod export;
 mod history;
@@ -21,6 +22,7 @@ mod remove;
 mod restore;
 mod runtime;
 mod secret;
+mod set;
 mod status;
 mod token;
 mod upgrade;
@@ -63,6 +65,11 @@ pub enum Command {
     Restart(lifecycle::Target),
     /// Converge the host to a TOML file of tenants (add, update limits live, --prune removes).
     Apply(apply::ApplyArgs),
+    /// Change one tenant's tier or limits (live, through apply's plan), without an apply file.
+    Set(set::SetArgs),
+    /// Add or remove an extra public host name of one tenant (routes through the proxy).
+    #[command(subcommand)]
+    Domain(domain::DomainCommand),
     /// Print this host's tenants as a file `ocusers apply` takes (no secret values).
     Export(JsonArg),
     /// Prometheus metrics of every tenant and the host's committed memory.
@@ -132,6 +139,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart(t) => lifecycle::run(&paths, lifecycle::Action::Restart, t),
         Command::Runtime(cmd) => runtime::run(&paths, cmd),
         Command::Apply(args) => apply::run(&paths, args),
+        Command::Set(args) => set::run(&paths, args),
+        Command::Domain(cmd) => domain::run(&paths, cmd),
         Command::Export(args) => export::run(&paths, args),
         Command::Metrics(args) => metrics::run(&paths, args),
         Command::Proxy(cmd) => proxy::run(&paths, cmd),

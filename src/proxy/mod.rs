@@ -157,9 +157,23 @@ impl ProxyConfig {
             .collect()
     }
 
-    /// The include as it should be, for the given extra domains.
+    /// Whether the include's `*.DOMAIN` site already answers for `host`
+    /// (one label under the domain, as Caddy's wildcard matches): such an
+    /// extra domain needs only its link, not a line in the include.
+    pub fn covers(&self, host: &str) -> bool {
+        !self.domain.is_empty()
+            && host
+                .strip_suffix(&self.domain)
+                .and_then(|h| h.strip_suffix('.'))
+                .is_some_and(|label| !label.is_empty() && !label.contains('.'))
+    }
+
+    /// The include as it should be, for the given extra domains. Those
+    /// under `*.DOMAIN` are left out: adding or removing one changes only
+    /// its link, so the proxy is not reloaded (and keeps every open
+    /// WebSocket, which Caddy 2.6 closes on a reload).
     pub fn render(&self, extra: &[String]) -> String {
-        let mut extra: Vec<String> = extra.to_vec();
+        let mut extra: Vec<String> = extra.iter().filter(|d| !self.covers(d)).cloned().collect();
         extra.sort();
         extra.dedup();
         match self.kind {
@@ -493,6 +507,35 @@ mod tests {
             let err = check_extra_domains(&c, &alice, &[d.to_string()], &others).unwrap_err();
             assert!(err.to_string().contains(want), "{d}: {err}");
         }
+    }
+
+    #[test]
+    fn extra_domains_under_the_wildcard_leave_the_include_alone() {
+        let c = cfg();
+        assert!(c.covers("alice-extra.test.internal"));
+        for other in [
+            "test.internal",
+            "a.b.test.internal",
+            "alice.example.org",
+            "xtest.internal",
+            ".test.internal",
+        ] {
+            assert!(!c.covers(other), "{other}");
+        }
+        let plain = c.render(&[]);
+        assert_eq!(c.render(&["alice-extra.test.internal".into()]), plain);
+        let listed = c.render(&["alice.example.org".into()]);
+        assert_ne!(listed, plain);
+        assert!(
+            listed.contains("*.test.internal, alice.example.org {"),
+            "{listed}"
+        );
+        let mut n = cfg();
+        n.kind = Kind::Nginx;
+        assert_eq!(
+            n.render(&["alice-extra.test.internal".into()]),
+            n.render(&[])
+        );
     }
 
     #[test]

@@ -156,6 +156,9 @@ pub fn route_step<'a>(
     let shown = hosts.iter().cloned().collect::<Vec<_>>().join(", ");
     let (h1, h2) = (hosts.clone(), hosts);
     let (u1, u2, u3) = (socket.clone(), socket.clone(), socket.clone());
+    // A tenant routed before (a changed domain) gets its earlier links
+    // back when a later step fails, not its routes taken away.
+    let before = routed_hosts(paths, name).unwrap_or_default();
     Step::new(
         format!("route {shown} to {name} through {socket}"),
         move || {
@@ -169,14 +172,7 @@ pub fn route_step<'a>(
             for host in routed_hosts(paths, name)?.difference(&h2) {
                 fsutil::remove_file(&link_of(paths, host))?;
             }
-            let target = paths::proxy_socket_dir(name);
-            for host in &h2 {
-                let link = link_of(paths, host);
-                let tmp = link.with_extension(format!("tmp{}", std::process::id()));
-                fsutil::remove_file(&tmp)?;
-                symlink(&target, &tmp)?;
-                std::fs::rename(&tmp, &link)?;
-            }
+            link_hosts(paths, name, &h2)?;
             sd.enable(&u2)?;
             if sd.active_state(&u2)? == "active" && !socket_owned_by(paths, name, cfg.user()) {
                 // The proxy changed: the socket is made anew for its user.
@@ -185,7 +181,28 @@ pub fn route_step<'a>(
             sd.start(&u2)
         },
     )
-    .revert(move || unroute(paths, sd, name, &u3))
+    .revert(move || {
+        if before.is_empty() {
+            return unroute(paths, sd, name, &u3);
+        }
+        for host in routed_hosts(paths, name)?.difference(&before) {
+            fsutil::remove_file(&link_of(paths, host))?;
+        }
+        link_hosts(paths, name, &before)
+    })
+}
+
+/// Point each host's link at the tenant's socket directory (atomically).
+fn link_hosts(paths: &Paths, name: &TenantName, hosts: &BTreeSet<String>) -> Result<()> {
+    let target = paths::proxy_socket_dir(name);
+    for host in hosts {
+        let link = link_of(paths, host);
+        let tmp = link.with_extension(format!("tmp{}", std::process::id()));
+        fsutil::remove_file(&tmp)?;
+        symlink(&target, &tmp)?;
+        std::fs::rename(&tmp, &link)?;
+    }
+    Ok(())
 }
 
 fn unroute(paths: &Paths, sd: &dyn Systemd, name: &TenantName, socket: &str) -> Result<()> {

@@ -15,6 +15,7 @@ mod hostile_fs;
 mod hostile_proc;
 mod isolation;
 mod many;
+mod onetenant;
 mod origins;
 mod proxy;
 #[path = "../support/stub_runtime.rs"]
@@ -103,6 +104,8 @@ const TRIALS: &[(&str, Check)] = &[
         "proxy_add_remove_keeps_websockets",
         proxy::proxy_add_remove_keeps_websockets,
     ),
+    // One-tenant changes without an apply file (issue 16): alice, Caddy set up.
+    ("set_and_domain_live", onetenant::set_and_domain_live),
     (
         "proxy_invalid_config_refused",
         proxy::proxy_invalid_config_refused,
