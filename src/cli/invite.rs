@@ -117,6 +117,7 @@ fn create(paths: &Paths, args: CreateArgs) -> Result<()> {
             return print_json(&code);
         }
         println!("{}", code.setup_code);
+        print_qr(&code.setup_code);
         eprintln!(
             "Setup code for {url}: paste it into the OpenClaw app (Settings, Gateway, Setup code). It works once, for a short time."
         );
@@ -132,11 +133,23 @@ fn create(paths: &Paths, args: CreateArgs) -> Result<()> {
         }));
     }
     println!("{url}");
+    print_qr(&url);
     eprintln!(
         "Send this link to the person {} is for: it signs one browser in, once, until {} (invite {}; `ocusers invite revoke {} {}` to cancel).",
         record.name, shown.expires, shown.id, record.name, shown.id
     );
     Ok(())
+}
+
+/// A QR code of `data` below it, when stdout is a terminal.
+fn print_qr(data: &str) {
+    if !nix::unistd::isatty(std::io::stdout()).unwrap_or(false) {
+        return;
+    }
+    match invite::qr_text(data) {
+        Ok(q) => println!("{q}"),
+        Err(e) => eprintln!("(no QR code: {e})"),
+    }
 }
 
 /// `ocusers invite-serve`: one connection of ocusers-invite.socket.

@@ -335,6 +335,22 @@ pub fn write_response(mut out: impl Write, resp: &Response, head: bool) -> std::
     out.flush()
 }
 
+/// After the answer: end our side and read (and drop) what the client
+/// still sends, a little and briefly, so that closing the connection with
+/// unread input does not reset it before the client has read the answer.
+pub fn linger(conn: std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown(2) on a descriptor we own; no memory is involved.
+    unsafe { libc::shutdown(conn.as_raw_fd(), libc::SHUT_WR) };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::from(conn);
+        let _ = std::io::copy(&mut f.take(64 * 1024), &mut std::io::sink());
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_timeout(Duration::from_secs(2));
+}
+
 /// The status-only answer to a request that could not be parsed.
 pub fn error_response(status: u16) -> Response {
     plain(status, reason(status))

@@ -162,11 +162,13 @@ fn ensure_socket() -> Result<()> {
 pub fn serve(paths: &Paths) -> Result<()> {
     use std::os::fd::AsFd;
     let input = std::fs::File::from(std::io::stdin().as_fd().try_clone_to_owned()?);
+    let rest = std::io::stdin().as_fd().try_clone_to_owned()?;
     let out = std::io::stdout();
     let req = match http::read_request(input) {
         Ok(r) => r,
         Err(status) => {
             http::write_response(out.lock(), &http::error_response(status), false)?;
+            http::linger(rest);
             return Ok(());
         }
     };
@@ -175,6 +177,7 @@ pub fn serve(paths: &Paths) -> Result<()> {
         mint::bootstrap(paths, name)
     });
     http::write_response(out.lock(), &resp, req.method == http::Method::Head)?;
+    http::linger(rest);
     match outcome {
         http::Outcome::Nothing => {}
         http::Outcome::Redeemed { tenant, id } => crate::logging::record(
@@ -188,4 +191,39 @@ pub fn serve(paths: &Paths) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// `data` as a QR code drawn with Unicode half blocks (for a terminal,
+/// dark on light with a quiet zone).
+pub fn qr_text(data: &str) -> Result<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(data.as_bytes()).context("drawing the QR code")?;
+    Ok(code
+        .render::<Dense1x2>()
+        .dark_color(Dense1x2::Light)
+        .light_color(Dense1x2::Dark)
+        .quiet_zone(true)
+        .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_and_qr() {
+        assert_eq!(
+            link("alice.example.org", 443, "0123456789ab", "ff"),
+            "https://alice.example.org/ocusers-invite/0123456789ab/ff"
+        );
+        assert_eq!(origin("a.b", 19443), "https://a.b:19443");
+        let q = qr_text(&link(
+            "alice.example.org",
+            443,
+            "0123456789ab",
+            &"f".repeat(64),
+        ))
+        .unwrap();
+        assert!(q.lines().count() > 10 && q.contains('█'), "{q}");
+    }
 }

@@ -199,11 +199,135 @@ pub fn invite_redeem_once(fx: &Fixture) -> R {
     let devices = fx.json("devices alice list --json")?;
     seen.push(devices.to_string());
 
+    hostile_tenant_on_the_endpoint(fx)?;
+
     seen.push(fx.sh("journalctl -o verbose --no-pager")?);
     for (i, text) in seen.iter().enumerate() {
         ensure(!text.contains(&token), || {
             format!("alice's gateway token leaked into #{i}")
         })?;
     }
+    Ok(())
+}
+
+/// Alice, as the attacker inside her sandbox, talks to the endpoint
+/// directly (127.0.0.1:9124; in this tier nft cannot load, so loopback is
+/// open to her): bob-smith's address with her own invite and with a guessed
+/// secret for bob-smith's, oversized headers, garbage, a request that never
+/// ends. The sentinel is bob-smith's open invite: its file (hash, mode,
+/// owner) is unchanged and its link still opens.
+fn hostile_tenant_on_the_endpoint(fx: &Fixture) -> R {
+    let (bid, burl) = invite(fx, "bob-smith", "")?;
+    let (_, aurl) = invite(fx, "alice", "")?;
+    let sentinel = format!("/var/lib/ocusers/invites/open/{bid}.json");
+    let before = fx.sh(&format!("sha256sum {sentinel}; stat -c '%U %a' {sentinel}"))?;
+    let path_of = |u: &str| {
+        u.split_once(&format!(":{CADDY_HTTPS}"))
+            .map(|(_, p)| p.to_string())
+    };
+    let apath = path_of(&aurl).unwrap_or_default();
+    let bguess = format!("/ocusers-invite/{bid}/{}", "1".repeat(64));
+    let bob_host = format!("bob-smith.{DOMAIN}");
+    let curl = |args: &str| {
+        fx.ocusers(&format!(
+            "exec alice -- sh -c \"curl -s -o /dev/null -w '%{{http_code}}' --max-time 20 {args}\""
+        ))
+    };
+    // Where the tenant's sandbox or firewall closes loopback to her, there
+    // is nothing more to attack this way; the sentinel is checked all the same.
+    let probe = curl(&format!("-H 'Host: {bob_host}' http://127.0.0.1:9124/"));
+    let reachable = stdout(&probe).trim() != "000";
+    fx.figure(
+        "invite endpoint reachable from alice's sandbox",
+        reachable.to_string(),
+    );
+    for (what, args, want) in if reachable {
+        ATTACKS.to_vec()
+    } else {
+        Vec::new()
+    }
+    .into_iter()
+    .map(|(w, a, c)| {
+        (
+            w,
+            a.replace("{bob_host}", &bob_host)
+                .replace("{apath}", &apath)
+                .replace("{bguess}", &bguess),
+            c,
+        )
+    }) {
+        let out = curl(&args);
+        ensure(stdout(&out).trim() == want, || {
+            format!("alice sending {what}: want {want}, got {}", describe(&out))
+        })?;
+    }
+    if !reachable {
+        return sentinel_unchanged(fx, &sentinel, &before, &burl, &bid);
+    }
+    let out = curl(&format!(
+        "-H 'X-Big: {}' -H 'Host: {bob_host}' http://127.0.0.1:9124{bguess}",
+        "a".repeat(20_000)
+    ));
+    ensure(stdout(&out).trim() == "431", || {
+        format!("alice sending oversized headers: {}", describe(&out))
+    })?;
+    // Garbage, and a request that never ends: the endpoint answers and
+    // closes within its bound.
+    let t = std::time::Instant::now();
+    let out = fx.ocusers(
+        "exec alice -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/9124; printf \"GET / HTTP/1.1\\r\\n\" >&3; timeout 30 head -c 12 <&3'",
+    );
+    let took = t.elapsed();
+    ensure(
+        stdout(&out).starts_with("HTTP/1.1 408") && took.as_secs() < 30,
+        || {
+            format!(
+                "a request that never ends: after {took:?}: {}",
+                describe(&out)
+            )
+        },
+    )?;
+    fx.figure(
+        "invite endpoint: slow request closed after",
+        format!("{took:?}"),
+    );
+    let out = fx.ocusers(
+        "exec alice -- bash -c 'exec 3<>/dev/tcp/127.0.0.1/9124; printf \"\\0\\1garbage\\n\\n\" >&3; timeout 15 head -c 12 <&3'",
+    );
+    ensure(stdout(&out).starts_with("HTTP/1.1 400"), || {
+        format!("garbage: {}", describe(&out))
+    })?;
+    sentinel_unchanged(fx, &sentinel, &before, &burl, &bid)
+}
+
+/// Attacks on the endpoint: what, curl arguments, the status wanted.
+const ATTACKS: &[(&str, &str, &str)] = &[
+    (
+        "her invite on bob-smith's host",
+        "-X POST -d '' -H 'Host: {bob_host}' http://127.0.0.1:9124{apath}",
+        "403",
+    ),
+    (
+        "a guessed secret for bob-smith's invite",
+        "-X POST -d '' -H 'Host: {bob_host}' http://127.0.0.1:9124{bguess}",
+        "404",
+    ),
+    (
+        "a host that is no tenant's",
+        "-X POST -d '' -H 'Host: ../../etc' http://127.0.0.1:9124{bguess}",
+        "404",
+    ),
+];
+
+fn sentinel_unchanged(fx: &Fixture, sentinel: &str, before: &str, burl: &str, bid: &str) -> R {
+    let after = fx.sh(&format!("sha256sum {sentinel}; stat -c '%U %a' {sentinel}"))?;
+    ensure(before == after, || {
+        format!("bob-smith's invite changed: {before} -> {after}")
+    })?;
+    let a = request(fx, "GET", burl)?;
+    ensure(a.code == 200, || {
+        format!("bob-smith's invite after alice's attempts: {}", a.text())
+    })?;
+    fx.ocusers_ok(&format!("invite revoke bob-smith {bid}"))?;
     Ok(())
 }
