@@ -124,7 +124,12 @@ pub fn invite_redeem_once(fx: &Fixture) -> R {
     seen.push(a.text());
 
     // Pressing the button: a bootstrap token, once.
+    let t = std::time::Instant::now();
     let a = request(fx, "POST", &url)?;
+    fx.figure(
+        "invite POST to bootstrap token (as the tenant, through Caddy)",
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+    );
     seen.push(a.text());
     let loc = location(&a).unwrap_or_default();
     let boot = loc
