@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 /// Length of an invite id (lowercase hex) and of its secret (lowercase hex).
 pub const ID_LEN: usize = 12;
 pub const SECRET_LEN: usize = 64;
+/// How long the record of a used invite, and of an expired one, is kept.
+pub const KEEP_USED: u64 = 30 * 24 * 3600;
+pub const KEEP_EXPIRED: u64 = 7 * 24 * 3600;
 /// An invite file is small; anything larger is not one of ours.
 const MAX_FILE: u64 = 4096;
 
@@ -145,10 +148,40 @@ impl Store {
         Ok(())
     }
 
+    /// Drop records nobody needs any more: used invites after
+    /// [`KEEP_USED`], expired open ones after [`KEEP_EXPIRED`] (until then
+    /// `invite list` shows them as expired and their links say so).
+    pub fn prune(&self, now: u64) -> Result<usize> {
+        let mut removed = 0;
+        for (dir, keep) in [
+            (self.used_dir(), KEEP_USED),
+            (self.open_dir(), KEEP_EXPIRED),
+        ] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(Some(inv)) = Self::read(&entry.path()) else {
+                    continue;
+                };
+                let since = if keep == KEEP_USED {
+                    inv.used.unwrap_or(inv.expires)
+                } else {
+                    inv.expires
+                };
+                if now >= since.saturating_add(keep) && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// A new invite for `tenant`, valid for `ttl` seconds: the stored
     /// record and the secret (shown once, never stored).
     pub fn create(&self, tenant: &str, ttl: u64) -> Result<(Invite, String)> {
         self.ensure_dirs()?;
+        self.prune(now())?;
         let secret = random_hex(SECRET_LEN / 2)?;
         let created = now();
         for _ in 0..8 {
@@ -422,6 +455,23 @@ mod tests {
         // Given back, it works once more.
         s.unclaim(&used).unwrap();
         assert!(s.redeem("alice", &inv.id, &secret, t + 2).is_ok());
+    }
+
+    #[test]
+    fn old_records_are_pruned() {
+        let (_d, s) = store();
+        let (a, sa) = s.create("alice", 60).unwrap();
+        let (b, _) = s.create("alice", 60).unwrap();
+        s.redeem("alice", &a.id, &sa, a.created).unwrap();
+        assert_eq!(s.prune(b.expires + KEEP_EXPIRED - 1).unwrap(), 0);
+        assert_eq!(s.prune(b.expires + KEEP_EXPIRED).unwrap(), 1);
+        assert!(s.list(None).unwrap().is_empty());
+        assert_eq!(s.check("alice", &a.id, &sa, a.created), Err(Refusal::Used));
+        assert_eq!(s.prune(a.created + KEEP_USED).unwrap(), 1);
+        assert_eq!(
+            s.check("alice", &a.id, &sa, a.created),
+            Err(Refusal::Unknown)
+        );
     }
 
     #[test]
