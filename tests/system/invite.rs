@@ -200,6 +200,21 @@ pub fn invite_redeem_once(fx: &Fixture) -> R {
     )?;
     seen.push(history);
 
+    // The phone apps' setup code, from alice's own CLI in her sandbox.
+    let app = fx.json(&format!("invite alice --app --json --port {CADDY_HTTPS}"))?;
+    ensure(
+        app["setupCode"].as_str().is_some_and(|c| c.len() >= 16)
+            && app["gatewayUrl"] == format!("wss://alice.{DOMAIN}:{CADDY_HTTPS}")
+            && app.as_object().is_some_and(|o| o.len() == 2),
+        || format!("invite --app --json: {app}"),
+    )?;
+    let code = app["setupCode"].as_str().unwrap_or_default();
+    let decoded = fx.sh(&format!(
+        "printf '%s' '{code}' | tr '_-' '/+' | base64 -d 2>/dev/null; true"
+    ))?;
+    seen.push(app.to_string());
+    seen.push(decoded);
+
     // Devices, over alice's own CLI.
     let devices = fx.json("devices alice list --json")?;
     seen.push(devices.to_string());
