@@ -217,3 +217,26 @@ fn ask_endpoint_units() {
     }
     assert_eq!(ocusers::proxy::ask::ADDR, "127.0.0.1:9123");
 }
+
+#[test]
+fn invite_endpoint_units() {
+    let s = unit("ocusers-invite.socket");
+    assert_eq!(values(&s, "ListenStream"), [ocusers::invite::ADDR]);
+    assert_eq!(values(&s, "Accept"), ["yes"]);
+    let u = unit("ocusers-invite@.service");
+    assert_eq!(values(&u, "ExecStart"), ["/usr/bin/ocusers invite-serve"]);
+    assert_eq!(values(&u, "StandardInput"), ["socket"]);
+    // Logs must not end up in the HTTP answer.
+    assert_eq!(values(&u, "StandardError"), ["journal"]);
+    for (key, want) in [
+        ("CapabilityBoundingSet", ""),
+        ("PrivateNetwork", "yes"),
+        ("ProtectSystem", "strict"),
+        ("NoNewPrivileges", "yes"),
+        ("RestrictAddressFamilies", "AF_UNIX"),
+        ("ReadWritePaths", "-/var/lib/ocusers/invites"),
+        ("InaccessiblePaths", "-/var/lib/openclaw"),
+    ] {
+        assert_eq!(values(&u, key), [want], "{key}");
+    }
+}

@@ -31,6 +31,9 @@ _ocusers() {
             ocusers,backup)
                 cmd="ocusers__subcmd__backup"
                 ;;
+            ocusers,devices)
+                cmd="ocusers__subcmd__devices"
+                ;;
             ocusers,doctor)
                 cmd="ocusers__subcmd__doctor"
                 ;;
@@ -51,6 +54,12 @@ _ocusers() {
                 ;;
             ocusers,internal)
                 cmd="ocusers__subcmd__internal"
+                ;;
+            ocusers,invite)
+                cmd="ocusers__subcmd__invite"
+                ;;
+            ocusers,invite-serve)
+                cmd="ocusers__subcmd__invite__subcmd__serve"
                 ;;
             ocusers,list)
                 cmd="ocusers__subcmd__list"
@@ -115,6 +124,30 @@ _ocusers() {
             ocusers__subcmd__backup__subcmd__help,verify)
                 cmd="ocusers__subcmd__backup__subcmd__help__subcmd__verify"
                 ;;
+            ocusers__subcmd__devices,approve)
+                cmd="ocusers__subcmd__devices__subcmd__approve"
+                ;;
+            ocusers__subcmd__devices,help)
+                cmd="ocusers__subcmd__devices__subcmd__help"
+                ;;
+            ocusers__subcmd__devices,list)
+                cmd="ocusers__subcmd__devices__subcmd__list"
+                ;;
+            ocusers__subcmd__devices,revoke)
+                cmd="ocusers__subcmd__devices__subcmd__revoke"
+                ;;
+            ocusers__subcmd__devices__subcmd__help,approve)
+                cmd="ocusers__subcmd__devices__subcmd__help__subcmd__approve"
+                ;;
+            ocusers__subcmd__devices__subcmd__help,help)
+                cmd="ocusers__subcmd__devices__subcmd__help__subcmd__help"
+                ;;
+            ocusers__subcmd__devices__subcmd__help,list)
+                cmd="ocusers__subcmd__devices__subcmd__help__subcmd__list"
+                ;;
+            ocusers__subcmd__devices__subcmd__help,revoke)
+                cmd="ocusers__subcmd__devices__subcmd__help__subcmd__revoke"
+                ;;
             ocusers__subcmd__domain,add)
                 cmd="ocusers__subcmd__domain__subcmd__add"
                 ;;
@@ -148,6 +181,9 @@ _ocusers() {
             ocusers__subcmd__help,backup)
                 cmd="ocusers__subcmd__help__subcmd__backup"
                 ;;
+            ocusers__subcmd__help,devices)
+                cmd="ocusers__subcmd__help__subcmd__devices"
+                ;;
             ocusers__subcmd__help,doctor)
                 cmd="ocusers__subcmd__help__subcmd__doctor"
                 ;;
@@ -168,6 +204,12 @@ _ocusers() {
                 ;;
             ocusers__subcmd__help,internal)
                 cmd="ocusers__subcmd__help__subcmd__internal"
+                ;;
+            ocusers__subcmd__help,invite)
+                cmd="ocusers__subcmd__help__subcmd__invite"
+                ;;
+            ocusers__subcmd__help,invite-serve)
+                cmd="ocusers__subcmd__help__subcmd__invite__subcmd__serve"
                 ;;
             ocusers__subcmd__help,list)
                 cmd="ocusers__subcmd__help__subcmd__list"
@@ -223,6 +265,15 @@ _ocusers() {
             ocusers__subcmd__help__subcmd__backup,verify)
                 cmd="ocusers__subcmd__help__subcmd__backup__subcmd__verify"
                 ;;
+            ocusers__subcmd__help__subcmd__devices,approve)
+                cmd="ocusers__subcmd__help__subcmd__devices__subcmd__approve"
+                ;;
+            ocusers__subcmd__help__subcmd__devices,list)
+                cmd="ocusers__subcmd__help__subcmd__devices__subcmd__list"
+                ;;
+            ocusers__subcmd__help__subcmd__devices,revoke)
+                cmd="ocusers__subcmd__help__subcmd__devices__subcmd__revoke"
+                ;;
             ocusers__subcmd__help__subcmd__domain,add)
                 cmd="ocusers__subcmd__help__subcmd__domain__subcmd__add"
                 ;;
@@ -234,6 +285,12 @@ _ocusers() {
                 ;;
             ocusers__subcmd__help__subcmd__internal,unpack-state)
                 cmd="ocusers__subcmd__help__subcmd__internal__subcmd__unpack__subcmd__state"
+                ;;
+            ocusers__subcmd__help__subcmd__invite,list)
+                cmd="ocusers__subcmd__help__subcmd__invite__subcmd__list"
+                ;;
+            ocusers__subcmd__help__subcmd__invite,revoke)
+                cmd="ocusers__subcmd__help__subcmd__invite__subcmd__revoke"
                 ;;
             ocusers__subcmd__help__subcmd__proxy,ask)
                 cmd="ocusers__subcmd__help__subcmd__proxy__subcmd__ask"
@@ -282,6 +339,24 @@ _ocusers() {
                 ;;
             ocusers__subcmd__internal__subcmd__help,unpack-state)
                 cmd="ocusers__subcmd__internal__subcmd__help__subcmd__unpack__subcmd__state"
+                ;;
+            ocusers__subcmd__invite,help)
+                cmd="ocusers__subcmd__invite__subcmd__help"
+                ;;
+            ocusers__subcmd__invite,list)
+                cmd="ocusers__subcmd__invite__subcmd__list"
+                ;;
+            ocusers__subcmd__invite,revoke)
+                cmd="ocusers__subcmd__invite__subcmd__revoke"
+                ;;
+            ocusers__subcmd__invite__subcmd__help,help)
+                cmd="ocusers__subcmd__invite__subcmd__help__subcmd__help"
+                ;;
+            ocusers__subcmd__invite__subcmd__help,list)
+                cmd="ocusers__subcmd__invite__subcmd__help__subcmd__list"
+                ;;
+            ocusers__subcmd__invite__subcmd__help,revoke)
+                cmd="ocusers__subcmd__invite__subcmd__help__subcmd__revoke"
                 ;;
             ocusers__subcmd__proxy,ask)
                 cmd="ocusers__subcmd__proxy__subcmd__ask"
@@ -374,7 +449,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair internal help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec invite invite-serve devices logs history backup restore upgrade rollback doctor repair internal help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -529,6 +604,132 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__devices)
+            opts="-v -h --json --verbose --help list approve revoke help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__devices__subcmd__approve)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__devices__subcmd__help)
+            opts="list approve revoke help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__devices__subcmd__help__subcmd__approve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__devices__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__devices__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__devices__subcmd__help__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__devices__subcmd__list)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__devices__subcmd__revoke)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__doctor)
             opts="-v -h --json --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -670,7 +871,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec logs history backup restore upgrade rollback doctor repair internal help"
+            opts="add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec invite invite-serve devices logs history backup restore upgrade rollback doctor repair internal help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -754,6 +955,62 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__backup__subcmd__verify)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__devices)
+            opts="list approve revoke"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__devices__subcmd__approve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__devices__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__devices__subcmd__revoke)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -908,6 +1165,62 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__internal__subcmd__unpack__subcmd__state)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__invite)
+            opts="list revoke"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__invite__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__invite__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__invite__subcmd__revoke)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1416,6 +1729,126 @@ _ocusers() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__invite)
+            opts="-v -h --expires --app --port --json --verbose --help list revoke help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --expires)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__invite__subcmd__serve)
+            opts="-v -h --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__invite__subcmd__help)
+            opts="list revoke help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__invite__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__invite__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__invite__subcmd__help__subcmd__revoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__invite__subcmd__list)
+            opts="-v -h --json --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__invite__subcmd__revoke)
+            opts="-v -h --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

@@ -7,12 +7,14 @@ mod add;
 mod apply;
 mod audit;
 mod backup;
+mod devices;
 mod doctor;
 mod domain;
 mod exec;
 mod export;
 mod history;
 mod internal;
+mod invite;
 mod lifecycle;
 mod list;
 mod logs;
@@ -93,6 +95,13 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Run the tenant's own OpenClaw CLI as the tenant, in its gateway's /tmp and sandbox.
     Exec(exec::ExecArgs),
+    /// A single-use, expiring link that signs one browser in to a tenant's Control UI; list, revoke.
+    Invite(invite::InviteArgs),
+    /// Answer one connection of ocusers-invite.socket (internal).
+    #[command(hide = true)]
+    InviteServe,
+    /// A tenant's paired devices and pending pairing requests: list, approve, revoke.
+    Devices(devices::DevicesArgs),
     /// The tenant's journal (journalctl -u openclaw@NAME).
     Logs(logs::LogsArgs),
     /// ocusers' change trail (who, when, what), only the entries root wrote.
@@ -157,6 +166,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Invite(args) => invite::run(&paths, args),
+        Command::InviteServe => invite::serve(&paths),
+        Command::Devices(args) => devices::run(&paths, args),
         Command::Logs(args) => logs::run(&paths, args),
         Command::Backup(args) => backup::run(&paths, args),
         Command::Restore(args) => restore::run(&paths, args),

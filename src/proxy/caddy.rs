@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{ProxyConfig, Tls};
+use crate::invite::{ADDR as INVITE_ADDR, PATH_PREFIX as INVITE_PREFIX};
 use crate::paths::PROXY_HOSTS_DIR;
 
 pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
@@ -37,7 +38,13 @@ pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
          \t# WebSocket upgrades pass as they are; X-Forwarded-For names the\n\
          \t# client, and each gateway trusts it from loopback (gateway.trustedProxies).\n\
          \thandle @tenant {{\n\
-         \t\treverse_proxy unix/{PROXY_HOSTS_DIR}/{{host}}/gateway.sock\n\
+         \t\t# Invite links (`ocusers invite`): ocusers-invite.socket.\n\
+         \t\thandle {INVITE_PREFIX}* {{\n\
+         \t\t\treverse_proxy {INVITE_ADDR}\n\
+         \t\t}}\n\
+         \t\thandle {{\n\
+         \t\t\treverse_proxy unix/{PROXY_HOSTS_DIR}/{{host}}/gateway.sock\n\
+         \t\t}}\n\
          \t}}\n\
          \thandle {{\n\
          \t\trespond \"no OpenClaw tenant at this address\" 404\n\

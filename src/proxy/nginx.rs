@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::ProxyConfig;
+use crate::invite::{ADDR as INVITE_ADDR, PATH_PREFIX as INVITE_PREFIX};
 use crate::paths::PROXY_HOSTS_DIR;
 
 pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
@@ -43,6 +44,15 @@ pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {
          \tssl_certificate_key {key};\n\
          \tif (!-d {PROXY_HOSTS_DIR}/$host) {{\n\
          \t\treturn 404;\n\
+         \t}}\n\
+         \t# Invite links (`ocusers invite`): ocusers-invite.socket.\n\
+         \tlocation {INVITE_PREFIX} {{\n\
+         \t\tproxy_pass http://{INVITE_ADDR};\n\
+         \t\tproxy_http_version 1.1;\n\
+         \t\tproxy_set_header Host $host;\n\
+         \t\tproxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n\
+         \t\tproxy_set_header X-Forwarded-Proto $scheme;\n\
+         \t\tproxy_read_timeout 90s;\n\
          \t}}\n\
          \tlocation / {{\n\
          \t\tproxy_pass http://unix:{PROXY_HOSTS_DIR}/$host/gateway.sock:;\n\

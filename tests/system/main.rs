@@ -13,6 +13,7 @@ mod day2;
 mod hostile_archive;
 mod hostile_fs;
 mod hostile_proc;
+mod invite;
 mod isolation;
 mod many;
 mod onetenant;
@@ -100,6 +101,8 @@ const TRIALS: &[(&str, Check)] = &[
     ("proxy_routes_by_name", proxy::proxy_routes_by_name),
     ("public_origins", origins::public_origins),
     ("proxy_cli_over_wss", proxy::proxy_cli_over_wss),
+    // Invite links through the real Caddy (issue 16).
+    ("invite_redeem_once", invite::invite_redeem_once),
     (
         "proxy_add_remove_keeps_websockets",
         proxy::proxy_add_remove_keeps_websockets,
