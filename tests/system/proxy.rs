@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use crate::container::describe;
 use crate::tenants::{Fixture, R, TOKEN_FILE, assert_gone, ensure, stderr, stdout, wait_for};
 
-const DOMAIN: &str = "test.internal";
+pub(crate) const DOMAIN: &str = "test.internal";
 /// The public side of the test host: clients connect to it and from it.
 pub const CLIENT_ADDR: &str = "192.0.2.10";
-const CADDY_HTTPS: u16 = 19443;
+pub(crate) const CADDY_HTTPS: u16 = 19443;
 const CADDY_CA: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
 const NGINX_CERT: &str = "/etc/ssl/certs/ocusers-test.pem";
 const NGINX_KEY: &str = "/etc/ssl/private/ocusers-test.key";
