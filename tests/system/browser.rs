@@ -101,13 +101,36 @@ pub fn browser_control_ui_chat(fx: &Fixture) -> R {
             public_origin(),
             "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-AbCd"
         );
-        let (refused, link) = std::thread::scope(|s| {
+        // And without the pin the browser does not trust Caddy's
+        // certificate: the trust is the pin's, not a switched-off check.
+        let untrusting = Browser {
+            extra_args: browser.extra_args[..1].to_vec(),
+            ..browser
+        };
+        let (refused, untrusted, link) = std::thread::scope(|s| {
             let refused = s.spawn(|| browser.run("bogus-token", &bogus, None, 30_000));
+            let untrusted = s.spawn(|| untrusting.run("no-pin", &bogus, None, 15_000));
             let link = login_link(fx, &token);
-            (refused.join().expect("browser thread"), link)
+            (
+                refused.join().expect("browser thread"),
+                untrusted.join().expect("browser thread"),
+                link,
+            )
         });
-        let (refused, link) = (refused?, link?);
+        let (refused, untrusted, link) = (refused?, untrusted?, link?);
         check_refused_run(&refused, &token)?;
+        ensure(
+            untrusted.report["connected"] == false
+                && untrusted.report["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("ERR_CERT_AUTHORITY_INVALID")),
+            || {
+                format!(
+                    "without the pin on Caddy's CA the page did not fail on its certificate: {}",
+                    untrusted.summary()
+                )
+            },
+        )?;
 
         let run = browser.run("control-ui", &link, Some((&message, &reply)), 90_000)?;
         check_connected_run(fx, &run, &token, &link, &model, &message, since_ms)?;
