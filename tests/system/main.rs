@@ -6,6 +6,7 @@
 //! The trials share one container and run in order, one at a time: later
 //! ones build on the tenants the earlier ones made.
 
+mod browser;
 mod container;
 #[path = "../support/craft.rs"]
 mod craft;
@@ -103,6 +104,8 @@ const TRIALS: &[(&str, Check)] = &[
     ("proxy_cli_over_wss", proxy::proxy_cli_over_wss),
     // Invite links through the real Caddy (issue 16).
     ("invite_redeem_once", invite::invite_redeem_once),
+    // The Control UI in a real browser through Caddy (issue 16).
+    ("browser_control_ui_chat", browser::browser_control_ui_chat),
     (
         "proxy_add_remove_keeps_websockets",
         proxy::proxy_add_remove_keeps_websockets,

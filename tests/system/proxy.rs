@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::container::describe;
 use crate::tenants::{Fixture, R, TOKEN_FILE, assert_gone, ensure, stderr, stdout, wait_for};
 
-const DOMAIN: &str = "test.internal";
+pub(crate) const DOMAIN: &str = "test.internal";
 /// The public side of the test host: clients connect to it and from it.
 pub const CLIENT_ADDR: &str = "192.0.2.10";
 pub const CADDY_HTTPS: u16 = 19443;
