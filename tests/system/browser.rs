@@ -794,7 +794,7 @@ impl Run {
                 })
                 .unwrap_or_default()
         };
-        format!(
+        let text = format!(
             "connected={} replySeen={} status={} url={} error={} text={:?} console: {} pageErrors: {}",
             r["connected"],
             r["replySeen"],
@@ -809,8 +809,28 @@ impl Run {
                 .collect::<String>(),
             tail("console", 8),
             tail("pageErrors", 4),
-        )
+        );
+        redact_bootstrap(&text)
     }
+}
+
+/// `text` with the value of every `bootstrapToken=` replaced: a failure
+/// message never carries a login token, even a single-use one.
+fn redact_bootstrap(text: &str) -> String {
+    let key = "bootstrapToken=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(key) {
+        out.push_str(&rest[..i + key.len()]);
+        out.push_str("<redacted>");
+        rest = &rest[i + key.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(rest.len());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Browser<'_> {
