@@ -201,7 +201,7 @@ complete -c ocusers -n "__fish_ocusers_using_subcommand token; and __fish_seen_s
 complete -c ocusers -n "__fish_ocusers_using_subcommand exec" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand exec" -s h -l help -d 'Print help'
 complete -c ocusers -n "__fish_ocusers_using_subcommand invite; and not __fish_seen_subcommand_from list revoke help" -l expires -d 'How long the link stays usable (like 30m, 24h, 7d; at most 30d)' -r
-complete -c ocusers -n "__fish_ocusers_using_subcommand invite; and not __fish_seen_subcommand_from list revoke help" -l port -d 'The proxy\'s public HTTPS port, when it is not 443' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand invite; and not __fish_seen_subcommand_from list revoke help" -l port -d 'The proxy\'s public HTTPS port (default: `[proxy] public_port` of ocusers.toml, 443 unless set)' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand invite; and not __fish_seen_subcommand_from list revoke help" -l app -d 'Print a setup code for the OpenClaw phone apps instead of a browser link'
 complete -c ocusers -n "__fish_ocusers_using_subcommand invite; and not __fish_seen_subcommand_from list revoke help" -l json -d 'Print JSON: {"id", "url", "expires"} (with --app: {"setupCode", "gatewayUrl"})'
 complete -c ocusers -n "__fish_ocusers_using_subcommand invite; and not __fish_seen_subcommand_from list revoke help" -s v -l verbose -d 'More log output on stderr (repeat for more)'

@@ -32,9 +32,10 @@ pub struct CreateArgs {
     /// Print a setup code for the OpenClaw phone apps instead of a browser link.
     #[arg(long)]
     pub app: bool,
-    /// The proxy's public HTTPS port, when it is not 443.
-    #[arg(long, default_value_t = 443)]
-    pub port: u16,
+    /// The proxy's public HTTPS port (default: `[proxy] public_port` of
+    /// ocusers.toml, 443 unless set).
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Print JSON: {"id", "url", "expires"} (with --app: {"setupCode", "gatewayUrl"}).
     #[arg(long)]
     pub json: bool,
@@ -104,9 +105,13 @@ pub fn run(paths: &Paths, args: InviteArgs) -> Result<()> {
 fn create(paths: &Paths, args: CreateArgs) -> Result<()> {
     let record = registered(paths, args.name.as_deref().unwrap_or_default())?;
     privilege::require_root("invite")?;
+    let port = match args.port {
+        Some(p) => p,
+        None => crate::config::HostConfig::load(paths)?.proxy.public_port,
+    };
     if args.app {
         let host = invite::public_host(paths, &record.name)?;
-        let url = invite::origin(&host, args.port).replacen("https://", "wss://", 1);
+        let url = invite::origin(&host, port).replacen("https://", "wss://", 1);
         let code = mint::setup_code(paths, &record.name, &url)?;
         crate::logging::record(
             record.name.as_str(),
@@ -123,7 +128,7 @@ fn create(paths: &Paths, args: CreateArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let (shown, _) = invite::create(paths, &record.name, args.expires, args.port)?;
+    let (shown, _) = invite::create(paths, &record.name, args.expires, port)?;
     let url = shown.url.clone().unwrap_or_default();
     if args.json {
         return print_json(&serde_json::json!({

@@ -62,7 +62,7 @@ fn location(a: &Answer) -> Option<String> {
 /// `ocusers invite NAME --json ...`: (id, url).
 fn invite(fx: &Fixture, name: &str, extra: &str) -> Result<(String, String), String> {
     let v = fx.json(&format!(
-        "invite {name} --json --port {CADDY_HTTPS} {extra}"
+        "invite {name} --json {extra}"
     ))?;
     let (Some(id), Some(url), Some(_)) =
         (v["id"].as_str(), v["url"].as_str(), v["expires"].as_str())
@@ -201,7 +201,7 @@ pub fn invite_redeem_once(fx: &Fixture) -> R {
     seen.push(history);
 
     // The phone apps' setup code, from alice's own CLI in her sandbox.
-    let app = fx.json(&format!("invite alice --app --json --port {CADDY_HTTPS}"))?;
+    let app = fx.json("invite alice --app --json")?;
     ensure(
         app["setupCode"].as_str().is_some_and(|c| c.len() >= 16)
             && app["gatewayUrl"] == format!("wss://alice.{DOMAIN}:{CADDY_HTTPS}")
