@@ -124,6 +124,9 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
     let alice_token = fx.token("alice")?;
     let alice_secret = format!("alice-private-{}", random_hex());
     put(fx, "/root/.alice-secret", alice_secret.as_bytes())?;
+    // alice's workspace exists once her agent ran; made here as alice if
+    // the trials before did not.
+    fx.ocusers_ok("exec alice -- mkdir -p /var/lib/openclaw/alice/workspace")?;
     fx.sh(
         "install -o oc-alice -g oc-alice -m 600 /root/.alice-secret /var/lib/openclaw/alice/workspace/private.txt && rm /root/.alice-secret",
     )?;
