@@ -17,6 +17,13 @@
 //   OCB_WAIT_MS    how long to wait for the connected state (default 60000);
 //                  without OCB_MESSAGE a link that must not connect is given
 //                  this long
+//   OCB_PRESS      the name of a button to press on the page the link opens
+//                  (an invite page); the run then waits until the page has
+//                  left that path (the redirect to the Control UI)
+//   OCB_HOLD       when set, after the chat: write $OCB_OUT/held (the
+//                  browser's device id), wait for $OCB_OUT/go, then wait up
+//                  to 60 s for the connected state to end (the caller
+//                  revokes the device in between)
 //
 // Exit status 0 when the report is written, whatever it says; 2 on bad input.
 import fs from "node:fs";
@@ -36,6 +43,8 @@ const extra = JSON.parse(env("OCB_ARGS", "[]"));
 const message = env("OCB_MESSAGE");
 const reply = env("OCB_REPLY");
 const waitMs = Number(env("OCB_WAIT_MS", "60000"));
+const press = env("OCB_PRESS");
+const hold = env("OCB_HOLD");
 
 // The flags this machine's Chromium needs (no sandbox as root, no GPU, and
 // nothing that would try to reach Google's hosts).
@@ -56,6 +65,9 @@ const report = {
   connectedMs: null,
   replySeen: false,
   replyMs: null,
+  invitePage: null,
+  disconnected: null,
+  disconnectedMs: null,
   status: [],
   url: null,
   title: null,
@@ -110,7 +122,21 @@ try {
     ws.on("socketerror", (e) => frames.write(JSON.stringify({ error: String(e) }) + "\n"));
   });
   try {
-    await page.goto(url, { waitUntil: "load", timeout: 60000 });
+    const first = await page.goto(url, { waitUntil: "load", timeout: 60000 });
+    if (press) {
+      // The invite page: one button, nothing changed until it is pressed.
+      const before = new URL(page.url()).pathname;
+      report.invitePage = {
+        status: first ? first.status() : null,
+        text: await page.evaluate(() => document.body?.innerText ?? "").catch(() => null),
+      };
+      await shot(page, "invite");
+      const button = page.getByRole("button", { name: press });
+      await Promise.all([
+        page.waitForURL((u) => u.pathname !== before, { timeout: 120000, waitUntil: "load" }),
+        button.click(),
+      ]);
+    }
     const connected = connectedStatus(page)
       .waitFor({ state: "attached", timeout: waitMs })
       .then(
@@ -133,6 +159,34 @@ try {
       report.replySeen = true;
       report.replyMs = Date.now() - t0;
       await shot(page, "chat");
+    }
+    if (report.connected && hold) {
+      const id = await page
+        .evaluate(() => localStorage.getItem("openclaw-device-identity-v1"))
+        .then((t) => {
+          try {
+            const v = JSON.parse(t);
+            return v.deviceId ?? v.id ?? "";
+          } catch {
+            return "";
+          }
+        })
+        .catch(() => "");
+      // Written whole, then renamed: the caller never reads half of it.
+      fs.writeFileSync(path.join(out, "held.tmp"), id, { mode: 0o600 });
+      fs.renameSync(path.join(out, "held.tmp"), path.join(out, "held"));
+      const go = path.join(out, "go");
+      const until = Date.now() + 180000;
+      while (!fs.existsSync(go) && Date.now() < until) await page.waitForTimeout(250);
+      const t = Date.now();
+      report.disconnected = await connectedStatus(page)
+        .waitFor({ state: "detached", timeout: 60000 })
+        .then(
+          () => true,
+          () => false,
+        );
+      if (report.disconnected) report.disconnectedMs = Date.now() - t;
+      await shot(page, "revoked");
     }
   } catch (e) {
     report.error = String(e);

@@ -7,10 +7,12 @@
 //! Nothing the page shows carries the gateway token; a bogus bootstrap token
 //! does not connect.
 //!
-//! Two parts are stand-ins until their branches land, each in one small
-//! function: [`allow_public_origin`] (ocusers will write
-//! `gateway.controlUi.allowedOrigins` itself) and [`login_link`] (`ocusers
-//! invite` will make the link).
+//! The link is `ocusers invite alice`'s: the page it opens has one button,
+//! pressing it redirects to the Control UI with a bootstrap token minted at
+//! that moment. The origin is the one ocusers keeps in the gateway's
+//! allowedOrigins. With the chat done, the page stays open while
+//! `ocusers devices alice list --json` shows its device and `ocusers
+//! devices alice revoke` removes it: the page loses its connection.
 //!
 //! The browser's network: a namespace with one veth pair (TEST-NET-2
 //! addresses) whose only route leads to [`CLIENT_ADDR`] on the host, where
@@ -31,7 +33,7 @@ use serde_json::{Value, json};
 
 use crate::container::describe;
 use crate::proxy::{CADDY_HTTPS, CLIENT_ADDR, DOMAIN};
-use crate::tenants::{Fixture, R, ensure, stderr, stdout, wait_for};
+use crate::tenants::{Fixture, R, ensure, stdout};
 
 const TENANT: &str = "alice";
 /// Caddy's intermediate certificate (inside the container root); the leaf
@@ -81,7 +83,7 @@ pub fn browser_control_ui_chat(fx: &Fixture) -> R {
     let opened = open_model_port(fx, model.port);
     let result = opened.and_then(|()| {
         configure_model(fx, model.port)?;
-        allow_public_origin(fx)?;
+        public_origin_allowed(fx)?;
         let net = ClientNetns::create()?;
         let trust = caddy_pin(fx)?;
         let browser = Browser {
@@ -108,9 +110,9 @@ pub fn browser_control_ui_chat(fx: &Fixture) -> R {
             ..browser
         };
         let (refused, untrusted, link) = std::thread::scope(|s| {
-            let refused = s.spawn(|| browser.run("bogus-token", &bogus, None, 30_000));
-            let untrusted = s.spawn(|| untrusting.run("no-pin", &bogus, None, 15_000));
-            let link = login_link(fx, &token);
+            let refused = s.spawn(|| browser.run("bogus-token", &bogus, None, 30_000, None, None));
+            let untrusted = s.spawn(|| untrusting.run("no-pin", &bogus, None, 15_000, None, None));
+            let link = invite_link(fx, &token);
             (
                 refused.join().expect("browser thread"),
                 untrusted.join().expect("browser thread"),
@@ -132,8 +134,35 @@ pub fn browser_control_ui_chat(fx: &Fixture) -> R {
             },
         )?;
 
-        let run = browser.run("control-ui", &link, Some((&message, &reply)), 90_000)?;
-        check_connected_run(fx, &run, &token, &link, &model, &message, since_ms)?;
+        // The person's way in: the invite page, its one button, the
+        // Control UI. Once the chat is done the page stays open while the
+        // operator lists the devices (`ocusers devices alice list --json`:
+        // the browser is there) and revokes the browser's: its session
+        // ends.
+        let listed: std::sync::Mutex<Option<Vec<Value>>> = std::sync::Mutex::new(None);
+        let revoke = |device: &str| -> R {
+            let paired = listed_devices(fx)?;
+            *listed.lock().unwrap() = Some(paired);
+            ensure(!device.is_empty(), || "the page held no device id".into())?;
+            fx.ocusers_ok(&format!("devices {TENANT} revoke {device}"))
+                .map(drop)
+        };
+        let run = browser.run(
+            "control-ui",
+            &link,
+            Some((&message, &reply)),
+            90_000,
+            Some("Sign in"),
+            Some(&revoke),
+        )?;
+        let paired = listed
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| format!("the page never held for the revoke: {}", run.summary()))?;
+        check_invite_page(&run, &token)?;
+        check_connected_run(fx, &run, &token, &paired, &model, &message, since_ms)?;
+        check_revoked(fx, &run)?;
         // The bogus profile's device got nowhere.
         let bogus_device = refused.report["deviceId"].as_str().unwrap_or("none");
         let paired = paired_devices(fx)?;
@@ -178,74 +207,75 @@ fn prerequisites(script_dir: &Path) -> R {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The two stand-ins the lead replaces when `origins` and `invite` land.
+// What ocusers does for the person: the origin and the invite.
 
-/// Stand-in for branch `origins`: the tenant allows its public origin
-/// itself, with its own CLI in its sandbox. The gateway hot-applies the key;
-/// a restart (Restart=always) would do too. Either is waited for.
-fn allow_public_origin(fx: &Fixture) -> R {
-    let pid = fx.main_pid(TENANT)?;
-    let since = fx.sh("date +%s")?.trim().to_string();
-    let out = fx.ocusers(&format!(
-        "exec {TENANT} -- openclaw config set gateway.controlUi.allowedOrigins '[\"{}\"]' --strict-json",
-        public_origin()
-    ));
-    ensure(out.status.success(), || {
-        format!("setting allowedOrigins as {TENANT}: {}", describe(&out))
-    })?;
-    wait_for(
-        "the gateway to apply gateway.controlUi.allowedOrigins",
-        Duration::from_secs(120),
-        || {
-            let log = fx.sh(&format!(
-                "journalctl -u openclaw@{TENANT} --since @{since} --no-pager -o cat | grep -F 'hot reload applied' || true"
-            ))?;
-            if log.contains("allowedOrigins") {
-                return Ok(true);
-            }
-            let now = fx.main_pid(TENANT).unwrap_or(pid);
-            Ok(now != pid && fx.readyz(fx.port(TENANT)?)? == "200")
-        },
+/// ocusers wrote alice's public origin for her gateway (root-owned, outside
+/// her state; see src/proxy/origins.rs): nothing is set by hand here.
+fn public_origin_allowed(fx: &Fixture) -> R {
+    let file = format!("/var/lib/ocusers/public/{TENANT}/control-ui.json");
+    let text = fx.sh(&format!("cat {file}"))?;
+    ensure(text.contains(&format!("\"{}\"", public_origin())), || {
+        format!("{file} does not allow {}: {text}", public_origin())
+    })
+}
+
+/// `ocusers invite alice --json`: a single-use link on the public origin,
+/// which carries neither the gateway token nor a bootstrap token (the
+/// token is minted when the button is pressed).
+fn invite_link(fx: &Fixture, token: &str) -> Result<String, String> {
+    let v = fx.json(&format!("invite {TENANT} --json --expires 10m"))?;
+    let url = v["url"].as_str().unwrap_or_default().to_string();
+    ensure(
+        url.starts_with(&format!("{}/ocusers-invite/", public_origin())),
+        || format!("invite --json gave no link on {}: {v}", public_origin()),
+    )?;
+    ensure(
+        !url.contains(token) && !url.contains("bootstrapToken"),
+        || "the invite link carries a token".into(),
+    )?;
+    Ok(url)
+}
+
+/// `ocusers devices alice list --json`: the paired devices.
+fn listed_devices(fx: &Fixture) -> Result<Vec<Value>, String> {
+    let v = fx.json(&format!("devices {TENANT} list --json"))?;
+    v["paired"]
+        .as_array()
+        .cloned()
+        .ok_or_else(|| format!("devices {TENANT} list --json has no paired list: {v}"))
+}
+
+/// The invite page the link opened: 200, one button, no token in it.
+fn check_invite_page(run: &Run, token: &str) -> R {
+    let page = &run.report["invitePage"];
+    ensure(
+        page["status"] == 200 && page["text"].as_str().is_some_and(|t| !t.contains(token)),
+        || format!("the invite page: {page} ({})", run.summary()),
     )
 }
 
-/// Stand-in for branch `invite`: a single-use bootstrap token minted by the
-/// tenant (`openclaw dashboard --json` in its sandbox), and only that token,
-/// on the public origin. The rest of that output (its loopback `gatewayUrl`,
-/// a `url` that may carry the shared token) is neither used nor printed.
-fn login_link(fx: &Fixture, token: &str) -> Result<String, String> {
-    let out = fx.ocusers(&format!("exec {TENANT} -- openclaw dashboard --json"));
-    let text = stdout(&out);
-    let redacted = |s: &str| s.replace(token, "<gateway token>");
-    ensure(out.status.success(), || {
+/// After `ocusers devices alice revoke ID` the page lost its connection,
+/// and the device is no longer paired.
+fn check_revoked(fx: &Fixture, run: &Run) -> R {
+    ensure(run.report["disconnected"] == true, || {
         format!(
-            "openclaw dashboard --json as {TENANT}: {}; stderr: {}",
-            out.status,
-            redacted(&stderr(&out))
+            "the browser stayed connected after its device was revoked: {}",
+            run.summary()
         )
     })?;
-    let v = first_json(&text).ok_or("openclaw dashboard --json printed no JSON object")?;
-    let bootstrap = v["browserUrl"]
-        .as_str()
-        .and_then(|u| u.split_once('#'))
-        .and_then(|(_, fragment)| {
-            fragment
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("bootstrapToken="))
-        })
-        .filter(|t| {
-            !t.is_empty()
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .ok_or("openclaw dashboard --json gave no bootstrap token in browserUrl")?;
-    ensure(bootstrap != token, || {
-        "the bootstrap token is the gateway token".into()
+    let device = run.report["deviceId"].as_str().unwrap_or_default();
+    let paired = listed_devices(fx)?;
+    ensure(!paired.iter().any(|d| d["deviceId"] == device), || {
+        format!("the revoked device {device} is still paired")
     })?;
-    Ok(format!(
-        "{}/#bootstrapToken={bootstrap}&bootstrapProfile=owner",
-        public_origin()
-    ))
+    fx.figure(
+        "browser: device revoked to page disconnected",
+        format!(
+            "{:.1} s",
+            run.report["disconnectedMs"].as_f64().unwrap_or(f64::NAN) / 1000.0
+        ),
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,7 +285,7 @@ fn check_connected_run(
     fx: &Fixture,
     run: &Run,
     token: &str,
-    link: &str,
+    paired: &[Value],
     model: &ScriptedModel,
     message: &str,
     since_ms: u64,
@@ -279,13 +309,11 @@ fn check_connected_run(
         format!("no screenshot at {shot:?}")
     })?;
     no_token_in_page(run, token)?;
-    let bootstrap = link.split("bootstrapToken=").nth(1).unwrap_or_default();
-    let bootstrap = bootstrap.split('&').next().unwrap_or_default();
     ensure(
         !run.report["url"]
             .as_str()
             .unwrap_or_default()
-            .contains(bootstrap),
+            .contains("bootstrapToken="),
         || {
             format!(
                 "the page kept the bootstrap token in its URL: {}",
@@ -300,7 +328,6 @@ fn check_connected_run(
     ensure(!device.is_empty(), || {
         format!("the page has no device identity: {}", run.summary())
     })?;
-    let paired = paired_devices(fx)?;
     let entry = paired.iter().find(|d| d["deviceId"] == device);
     ensure(
         entry.is_some_and(|d| {
@@ -842,6 +869,8 @@ impl Browser<'_> {
         url: &str,
         chat: Option<(&str, &str)>,
         wait_ms: u64,
+        press: Option<&str>,
+        on_held: Option<&dyn Fn(&str) -> R>,
     ) -> Result<Run, String> {
         let out = self.out_dir.join(name);
         std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -862,14 +891,29 @@ impl Browser<'_> {
         if let Some((message, reply)) = chat {
             cmd.env("OCB_MESSAGE", message).env("OCB_REPLY", reply);
         }
+        if let Some(button) = press {
+            cmd.env("OCB_PRESS", button);
+        }
+        if on_held.is_some() {
+            cmd.env("OCB_HOLD", "1");
+        }
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("starting the browser: {e}"))?;
         let start = Instant::now();
+        let mut held: Option<R> = None;
         let status = loop {
             if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
                 break Some(s);
+            }
+            // The page is connected and waits: the caller acts (revokes
+            // the device), then lets it see what follows.
+            if let (Some(act), None) = (on_held, &held)
+                && let Ok(device) = std::fs::read_to_string(out.join("held"))
+            {
+                held = Some(act(device.trim()));
+                std::fs::write(out.join("go"), b"").map_err(|e| e.to_string())?;
             }
             if start.elapsed() > BROWSER_TIMEOUT {
                 let _ = Command::new("kill")
@@ -900,6 +944,9 @@ impl Browser<'_> {
             ));
         };
         let frames = std::fs::read_to_string(out.join("frames.jsonl")).unwrap_or_default();
+        if let Some(result) = held {
+            result?;
+        }
         Ok(Run {
             name: name.to_string(),
             report,

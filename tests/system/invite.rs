@@ -61,9 +61,7 @@ fn location(a: &Answer) -> Option<String> {
 
 /// `ocusers invite NAME --json ...`: (id, url).
 fn invite(fx: &Fixture, name: &str, extra: &str) -> Result<(String, String), String> {
-    let v = fx.json(&format!(
-        "invite {name} --json {extra}"
-    ))?;
+    let v = fx.json(&format!("invite {name} --json {extra}"))?;
     let (Some(id), Some(url), Some(_)) =
         (v["id"].as_str(), v["url"].as_str(), v["expires"].as_str())
     else {
