@@ -8,7 +8,7 @@
 //! ocusers writes at `add` points at three root-owned files, one value each,
 //! with OpenClaw's `$include` (`gateway.controlUi`, `gateway.publicOrigin`,
 //! `plugins.entries.device-pair.config`); they live in
-//! `/var/lib/ocusers/public/NAME/` (0755 root, files 0644 root), outside the
+//! `/var/lib/ocusers/public/NAME/` (0750 root:oc-NAME, files 0640 root:oc-NAME), outside the
 //! state, which the template unit admits as an include root
 //! (`OPENCLAW_INCLUDE_ROOTS=/var/lib/ocusers/public/%i`). ocusers writes
 //! them with an atomic rename in a directory only root can write, so the
@@ -17,7 +17,9 @@
 //! 2026.9.6: "config hot reload applied (gateway.controlUi.allowedOrigins)").
 //! The tenant can drop the includes from its own config, which loses it its
 //! own browser access and nothing else; `doctor` reports it. The values are
-//! public by nature (they are the tenant's URLs); other tenants may read them.
+//! public by nature (they are the tenant's URLs), but OpenClaw's own audit
+//! calls a world-readable include critical, so only the tenant's group reads
+//! them (a group-readable include is a warning there).
 //!
 //! With public access off the files still exist (a missing include stops
 //! the gateway): no allowed origins, no public URL, and the loopback origin
@@ -25,12 +27,14 @@
 //! has then; OpenClaw accepts plain HTTP only for loopback).
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::ProxyConfig;
 use crate::fsutil;
-use crate::paths::Paths;
+use crate::paths::{self, Paths};
 use crate::plan::Step;
 use crate::tenant::{Record, TenantName};
 
@@ -191,15 +195,37 @@ pub fn origins_step<'a>(paths: &'a Paths, cfg: &'a ProxyConfig, record: &'a Reco
 pub fn write(paths: &Paths, cfg: &ProxyConfig, record: &Record) -> Result<()> {
     let dir = host_dir(paths, &record.name);
     fsutil::ensure_dir(dir.parent().expect("public dir"), 0o755)?;
-    fsutil::ensure_dir(&dir, 0o755)?;
+    fsutil::ensure_dir(&dir, DIR_MODE)?;
+    // The tenant's group reads them (its gateway runs as oc-NAME); in a test
+    // root without that user, or not as root, the group stays as it is.
+    let group = crate::identity::lookup(&paths::user_name(&record.name))
+        .filter(|_| nix::unistd::geteuid().is_root())
+        .map(|a| nix::unistd::Gid::from_raw(a.gid));
+    let regroup = |p: &Path| -> Result<()> {
+        if let Some(g) = group {
+            nix::unistd::chown(p, None, Some(g))
+                .with_context(|| format!("setting the group of {}", p.display()))?;
+        }
+        Ok(())
+    };
+    regroup(&dir)?;
     for (file, text) in render(cfg, record) {
         let path = dir.join(file);
         if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
-            fsutil::write_atomic(&path, text.as_bytes(), 0o644)?;
+            fsutil::write_atomic(&path, text.as_bytes(), FILE_MODE)?;
+        } else {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(FILE_MODE))?;
         }
+        // Root's own directory, which the tenant cannot write: the path is
+        // root's.
+        regroup(&path)?;
     }
     Ok(())
 }
+
+/// Modes of a tenant's origin directory and files (group: the tenant's).
+pub const DIR_MODE: u32 = 0o750;
+pub const FILE_MODE: u32 = 0o640;
 
 /// Remove a tenant's origin files (`remove`).
 pub fn removal_step<'a>(paths: &'a Paths, name: &'a TenantName) -> Step<'a> {
@@ -308,7 +334,7 @@ mod tests {
                 .permissions()
                 .mode()
                 & 0o777,
-            0o644
+            FILE_MODE
         );
         let r2 = rec(&["alice.example.org"]);
         assert_eq!(

@@ -269,10 +269,10 @@ fn check_revoked(fx: &Fixture, run: &Run) -> R {
         format!("the revoked device {device} is still paired")
     })?;
     fx.figure(
-        "browser: device revoked to page disconnected",
+        "browser: page without its connection, after `ocusers devices revoke` returned",
         format!(
-            "{:.1} s",
-            run.report["disconnectedMs"].as_f64().unwrap_or(f64::NAN) / 1000.0
+            "{} ms",
+            run.report["disconnectedMs"].as_u64().unwrap_or(u64::MAX)
         ),
     );
     Ok(())
@@ -290,10 +290,15 @@ fn check_connected_run(
     message: &str,
     since_ms: u64,
 ) -> R {
+    // The screenshot of the Control UI once connected (the invite page's
+    // comes before it).
     let shot = run.report["screenshots"]
         .as_array()
-        .and_then(|s| s.first())
-        .and_then(Value::as_str)
+        .and_then(|s| {
+            s.iter()
+                .filter_map(Value::as_str)
+                .find(|p| p.ends_with("-connected.png"))
+        })
         .unwrap_or_default()
         .to_string();
     if !shot.is_empty() {
@@ -366,11 +371,13 @@ fn check_connected_run(
             asked.len()
         )
     })?;
-    if let Some(shot) = run.report["screenshots"].as_array().and_then(|s| s.last()) {
-        eprintln!(
-            "[browser] screenshot after the chat: {}",
-            shot.as_str().unwrap_or_default()
-        );
+    for shot in run.report["screenshots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        eprintln!("[browser] screenshot: {shot}");
     }
     let ms = |k: &str| run.report[k].as_f64().unwrap_or(f64::NAN) / 1000.0;
     fx.figure(

@@ -115,14 +115,14 @@ pub fn public_origins(fx: &Fixture) -> R {
     })?;
     let public = fx.sh(&format!(
         "cat {PUBLIC}/alice/public-origin.json {PUBLIC}/alice/device-pair.json; \
-         stat -c '%a %U' {PUBLIC}/alice {PUBLIC}/alice/control-ui.json"
+         stat -c '%a %U %G' {PUBLIC}/alice {PUBLIC}/alice/control-ui.json"
     ))?;
     ensure(
         public.contains(&format!("\"{own}\""))
             && public.contains(&format!(
                 "\"publicUrl\": \"wss://alice.test.internal:{CADDY_HTTPS}\""
             ))
-            && public.ends_with("755 root\n644 root\n"),
+            && public.ends_with("750 root oc-alice\n640 root oc-alice\n"),
         || format!("alice's public files: {public}"),
     )?;
     let out = fx.ocusers("doctor --json");
