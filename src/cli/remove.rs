@@ -216,6 +216,7 @@ fn add_steps<'a>(
         move || fsutil::remove_tree(&p.unit_control_dir(unit)),
     ));
     plan.push(crate::proxy::origins::removal_step(p, name));
+    plan.push(crate::invite::removal_step(p, name));
     plan.push(Step::new(
         format!(
             "remove runtime link {}",

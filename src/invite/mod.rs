@@ -206,9 +206,53 @@ pub fn qr_text(data: &str) -> Result<String> {
         .build())
 }
 
+/// `remove`'s step: the tenant's open invites go with it, so a tenant made
+/// later under the same name is not opened by a link handed out before.
+pub fn removal_step<'a>(paths: &'a Paths, name: &'a TenantName) -> crate::plan::Step<'a> {
+    crate::plan::Step::new(
+        format!("revoke the open invites of {name}"),
+        move || Ok(store(paths).list(Some(name.as_str()))?.is_empty()),
+        move || revoke_all(paths, name).map(drop),
+    )
+}
+
+/// Revoke every open invite of `name`; how many there were.
+pub fn revoke_all(paths: &Paths, name: &TenantName) -> Result<usize> {
+    let s = store(paths);
+    let mut n = 0;
+    for inv in s.list(Some(name.as_str()))? {
+        if s.revoke(name.as_str(), &inv.id)? {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removal_revokes_only_that_tenants_invites() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::create_dir_all(paths.lib_dir()).unwrap();
+        let s = store(&paths);
+        let (alice, bob) = (
+            TenantName::parse("alice").unwrap(),
+            TenantName::parse("bob").unwrap(),
+        );
+        for t in ["alice", "alice", "bob"] {
+            s.create(t, 3600).unwrap();
+        }
+        let step = removal_step(&paths, &alice);
+        let mut plan = crate::plan::Plan::default();
+        plan.push(step);
+        plan.apply().unwrap();
+        assert!(s.list(Some("alice")).unwrap().is_empty());
+        assert_eq!(s.list(Some("bob")).unwrap().len(), 1);
+        assert_eq!(revoke_all(&paths, &bob).unwrap(), 1);
+    }
 
     #[test]
     fn links_and_qr() {
