@@ -72,6 +72,24 @@ pub fn allowed(cfg: &CapacityConfig, ram: u64) -> u64 {
 
 /// Refuse when `committed` (after the change) exceeds ratio x RAM, unless
 /// forced; a forced overcommit is logged.
+/// A change from the tenants `before` to the tenants `after`: refused (as
+/// [`check`] refuses) only when it raises what is committed, so a change
+/// that lowers or keeps the total passes on an already full host.
+pub fn check_change(
+    paths: &Paths,
+    cfg: &CapacityConfig,
+    before: &[Record],
+    after: &[Record],
+    what: &str,
+    force: bool,
+) -> Result<()> {
+    let total = committed(paths, after)?;
+    if total <= committed(paths, before)? {
+        return Ok(());
+    }
+    check(cfg, host_ram(paths)?, total, what, force)
+}
+
 pub fn check(
     cfg: &CapacityConfig,
     ram: u64,

@@ -95,17 +95,14 @@ pub fn check_capacity(
             }
         })
         .collect();
-    let before = capacity::committed(paths, registry)?;
-    let total = capacity::committed(paths, &after)?;
-    if total > before {
-        capacity::check(
-            &cfg.capacity,
-            capacity::host_ram(paths)?,
-            total,
-            &format!("`{command}`"),
-            force,
-        )?;
-    }
+    capacity::check_change(
+        paths,
+        &cfg.capacity,
+        registry,
+        &after,
+        &format!("`{command}`"),
+        force,
+    )?;
     Ok(())
 }
 

@@ -181,17 +181,14 @@ pub(crate) fn converge(
     // Capacity: only a change that raises the total is refused.
     let mut after = records.clone();
     after.extend(kept.iter().map(|r| (*r).clone()));
-    let before = capacity::committed(paths, &existing)?;
-    let total = capacity::committed(paths, &after)?;
-    if total > before {
-        capacity::check(
-            &cfg.capacity,
-            capacity::host_ram(paths)?,
-            total,
-            &format!("`{command}`"),
-            args.force,
-        )?;
-    }
+    capacity::check_change(
+        paths,
+        &cfg.capacity,
+        &existing,
+        &after,
+        &format!("`{command}`"),
+        args.force,
+    )?;
 
     // Extra domains: well-formed and nobody else's, against the host as it
     // will be; the proxy's include lists them all.
