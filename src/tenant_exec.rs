@@ -79,7 +79,15 @@ pub fn sandbox_properties(template: &str, name: &TenantName) -> Vec<String> {
 /// A `systemd-run` command that runs `argv` as the tenant. `pty` asks for a
 /// terminal (interactive use); otherwise stdin, stdout and stderr are piped
 /// through. The exit status is the command's.
-pub fn command(paths: &Paths, name: &TenantName, argv: &[String], pty: bool) -> Result<Command> {
+/// `max_runtime`: systemd stops the transient unit after this long (none:
+/// no bound beyond the caller's own).
+pub fn command(
+    paths: &Paths,
+    name: &TenantName,
+    argv: &[String],
+    pty: bool,
+    max_runtime: Option<std::time::Duration>,
+) -> Result<Command> {
     if argv.is_empty() {
         bail!("nothing to run: give the command after `--`, like `-- openclaw doctor`");
     }
@@ -92,6 +100,9 @@ pub fn command(paths: &Paths, name: &TenantName, argv: &[String], pty: bool) -> 
         .arg(format!("--unit=ocusers-exec-{name}-{}", std::process::id()))
         .arg(format!("--description=ocusers exec as tenant {name}"))
         .arg(format!("--property=JoinsNamespaceOf={gateway}"));
+    if let Some(max) = max_runtime {
+        cmd.arg(format!("--property=RuntimeMaxSec={}", max.as_secs()));
+    }
     for prop in sandbox_properties(&template, name) {
         cmd.arg(format!("--property={prop}"));
     }
@@ -131,7 +142,7 @@ fn gateway_port(paths: &Paths, name: &TenantName) -> Option<u16> {
     env.get(crate::secrets::PORT_KEY)?.parse().ok()
 }
 
-fn check_tenant(paths: &Paths, name: &TenantName) -> Result<()> {
+pub fn check_tenant(paths: &Paths, name: &TenantName) -> Result<()> {
     if !paths.secrets_file(name).exists() {
         bail!(
             "tenant {name} has no environment file {}: see `ocusers doctor`",
@@ -146,7 +157,7 @@ pub fn run(paths: &Paths, name: &TenantName, argv: &[String]) -> Result<ExitStat
     check_tenant(paths, name)?;
     let pty = nix::unistd::isatty(std::io::stdin()).unwrap_or(false)
         && nix::unistd::isatty(std::io::stdout()).unwrap_or(false);
-    let mut cmd = command(paths, name, argv, pty)?;
+    let mut cmd = command(paths, name, argv, pty, None)?;
     tracing::debug!(tenant = %name, ?argv, "exec as tenant");
     cmd.status()
         .with_context(|| format!("running systemd-run for tenant {name}"))
@@ -156,7 +167,7 @@ pub fn run(paths: &Paths, name: &TenantName, argv: &[String]) -> Result<ExitStat
 /// `openclaw security audit --json`.
 pub fn output(paths: &Paths, name: &TenantName, argv: &[String]) -> Result<Output> {
     check_tenant(paths, name)?;
-    let mut cmd = command(paths, name, argv, false)?;
+    let mut cmd = command(paths, name, argv, false, None)?;
     cmd.stdin(Stdio::null())
         .output()
         .with_context(|| format!("running systemd-run for tenant {name}"))
@@ -197,6 +208,7 @@ mod tests {
             &name,
             &["openclaw".into(), "doctor".into()],
             false,
+            None,
         )
         .unwrap();
         let args: Vec<String> = cmd
@@ -205,6 +217,28 @@ mod tests {
             .collect();
         assert!(args.contains(&"--property=JoinsNamespaceOf=openclaw@alice.service".into()));
         assert_eq!(&args[args.len() - 3..], ["--", "openclaw", "doctor"]);
-        assert!(command(&Paths::new("/"), &name, &[], false).is_err());
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--property=RuntimeMaxSec"))
+        );
+        // A bound, when asked for, is a property of the unit, before `--`.
+        let bounded: Vec<String> = command(
+            &Paths::new("/nonexistent"),
+            &name,
+            &["openclaw".into(), "dashboard".into()],
+            false,
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .unwrap()
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+        let at = bounded
+            .iter()
+            .position(|a| a == "--property=RuntimeMaxSec=60");
+        let end = bounded.iter().position(|a| a == "--");
+        assert!(at.is_some() && at < end, "{bounded:?}");
+        assert!(command(&Paths::new("/"), &name, &[], false, None).is_err());
     }
 }

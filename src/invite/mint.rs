@@ -5,9 +5,8 @@
 //! processes and write anything): it is read with bounds on size and time,
 //! and only one well-formed value is taken from it. Nothing of it is
 //! logged: the `url` of `dashboard --json` carries the shared gateway token.
-use std::ffi::OsString;
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -24,19 +23,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Run `argv` as the tenant with a time bound; (success, stdout).
 pub fn run_as_tenant(paths: &Paths, name: &TenantName, argv: &[&str]) -> Result<(bool, Vec<u8>)> {
     let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    if !paths.secrets_file(name).exists() {
-        bail!("tenant {name} has no environment file: see `ocusers doctor`");
-    }
-    let base = crate::tenant_exec::command(paths, name, &argv, false)?;
-    // The same command with a time bound on the transient unit, set before
-    // the `--` that ends systemd-run's own options.
-    let args: Vec<OsString> = base.get_args().map(|a| a.to_os_string()).collect();
-    let split = args.iter().position(|a| a == "--").unwrap_or(args.len());
-    let mut cmd = Command::new(base.get_program());
-    cmd.args(&args[..split])
-        .arg(format!("--property=RuntimeMaxSec={}", TIMEOUT.as_secs()))
-        .args(&args[split..])
-        .stdin(Stdio::null())
+    crate::tenant_exec::check_tenant(paths, name)?;
+    let mut cmd = crate::tenant_exec::command(paths, name, &argv, false, Some(TIMEOUT))?;
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = cmd
