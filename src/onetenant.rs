@@ -255,16 +255,7 @@ mod tests {
     use super::*;
 
     fn record(name: &str, domains: &[&str]) -> Record {
-        Record {
-            name: TenantName::parse(name).unwrap(),
-            port: 20000,
-            block: 128,
-            tier: "standard".into(),
-            runtime: "2026.9.6".into(),
-            created: String::new(),
-            domains: domains.iter().map(|d| d.to_string()).collect(),
-            limits: LimitOverrides::default(),
-        }
+        Record::sample(name, domains)
     }
 
     fn host() -> (tempfile::TempDir, Paths, HostConfig) {

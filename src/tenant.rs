@@ -234,6 +234,23 @@ pub fn list(paths: &Paths) -> Result<Vec<Record>> {
     Ok(records)
 }
 
+/// A registry record for tests: tier standard, port block 20000-20127.
+#[cfg(test)]
+impl Record {
+    pub(crate) fn sample(name: &str, domains: &[&str]) -> Record {
+        Record {
+            name: TenantName::parse(name).unwrap(),
+            port: 20000,
+            block: 128,
+            tier: "standard".into(),
+            runtime: "2026.9.6".into(),
+            created: "2026-11-22T00:00:00Z".into(),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            limits: LimitOverrides::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -456,16 +456,7 @@ mod tests {
     }
 
     fn rec(name: &str, domains: &[&str]) -> Record {
-        Record {
-            name: TenantName::parse(name).unwrap(),
-            port: 20000,
-            block: 128,
-            tier: "standard".into(),
-            runtime: "1".into(),
-            created: "now".into(),
-            domains: domains.iter().map(|d| d.to_string()).collect(),
-            limits: Default::default(),
-        }
+        Record::sample(name, domains)
     }
 
     #[test]
