@@ -21,18 +21,15 @@
 //! intermediate certificate Caddy serves (`--ignore-certificate-errors-spki-list`:
 //! Chromium matches the pin against the chain the server sends, which does
 //! not include Caddy's root). Nothing leaves the host.
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::container::describe;
 use crate::proxy::{CADDY_HTTPS, CLIENT_ADDR, DOMAIN};
+use crate::scripted::{self, Scripted};
 use crate::tenants::{Fixture, R, ensure, stdout};
 
 const TENANT: &str = "alice";
@@ -44,9 +41,6 @@ const CADDY_INTERMEDIATE: &str =
 /// (TEST-NET-2, never routed).
 const HOST_SIDE: &str = "198.51.100.1";
 const CLIENT_SIDE: &str = "198.51.100.2";
-/// The provider id and model the tenant is configured with.
-const PROVIDER: &str = "scripted";
-const MODEL: &str = "scripted-model";
 /// Upper bound for one browser run (start, connect, one chat turn).
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -78,7 +72,7 @@ pub fn browser_control_ui_chat(fx: &Fixture) -> R {
     );
     let reply = format!("Scripted lobster reply {nonce}");
     let message = format!("Hello from the browser trial ({nonce:.4})");
-    let model = ScriptedModel::start(reply.clone())?;
+    let model = Scripted::start(reply.clone(), None)?;
 
     let opened = open_model_port(fx, model.port);
     let result = opened.and_then(|()| {
@@ -286,7 +280,7 @@ fn check_connected_run(
     run: &Run,
     token: &str,
     paired: &[Value],
-    model: &ScriptedModel,
+    model: &Scripted,
     message: &str,
     since_ms: u64,
 ) -> R {
@@ -478,56 +472,13 @@ fn close_model_port(fx: &Fixture, port: u16) -> R {
     })
 }
 
-/// `openclaw config patch` as the tenant, in its sandbox, with `patch` (no
-/// single quotes in it) on stdin.
-fn tenant_config_patch(fx: &Fixture, patch: &Value) -> R {
-    let patch = patch.to_string();
-    let out = fx.ocusers(&format!(
-        "exec {TENANT} -- sh -c 'printf %s \"$1\" | openclaw config patch --stdin' sh '{patch}'"
-    ));
-    ensure(out.status.success(), || {
-        format!("openclaw config patch as {TENANT}: {}", describe(&out))
-    })
-}
-
-/// The tenant's agents use an OpenAI-compatible provider at the scripted
-/// model's port (a loopback marker key, as the docs allow for local
-/// servers).
+/// The tenant's agents use the scripted model (see [`scripted::model_patch`]).
 fn configure_model(fx: &Fixture, port: u16) -> R {
-    tenant_config_patch(
-        fx,
-        &json!({
-            "models": {
-                "mode": "merge",
-                "providers": {
-                    PROVIDER: {
-                        "baseUrl": format!("http://127.0.0.1:{port}/v1"),
-                        "apiKey": "scripted-local",
-                        "api": "openai-completions",
-                        "models": [{
-                            "id": MODEL,
-                            "name": "Scripted",
-                            "reasoning": false,
-                            "input": ["text"],
-                            "contextWindow": 32000,
-                            "maxTokens": 1024,
-                        }],
-                    },
-                },
-            },
-            "agents": {"defaults": {"model": {"primary": format!("{PROVIDER}/{MODEL}")}}},
-        }),
-    )
+    scripted::tenant_config_patch(fx, TENANT, &scripted::model_patch(port))
 }
 
 fn unconfigure_model(fx: &Fixture) -> R {
-    tenant_config_patch(
-        fx,
-        &json!({
-            "models": {"providers": {PROVIDER: null}},
-            "agents": {"defaults": {"model": null}},
-        }),
-    )
+    scripted::tenant_config_patch(fx, TENANT, &scripted::unmodel_patch())
 }
 
 /// `openclaw devices list --json` as the tenant: its paired devices.
@@ -551,141 +502,6 @@ fn first_json(text: &str) -> Option<Value> {
         .into_iter::<Value>()
         .next()?
         .ok()
-}
-
-/// An OpenAI-compatible chat-completions endpoint on 127.0.0.1 (the
-/// container shares the host's network namespace): every completion is
-/// `reply`, streamed as server-sent events when the request asks for it.
-/// It records the requests.
-struct ScriptedModel {
-    port: u16,
-    seen: Arc<Mutex<Vec<Value>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ScriptedModel {
-    fn start(reply: String) -> Result<ScriptedModel, String> {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").map_err(|e| format!("model server: {e}"))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (seen.clone(), stop.clone());
-        let reply = Arc::new(reply);
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(conn) = conn {
-                    let (s, reply) = (s.clone(), reply.clone());
-                    std::thread::spawn(move || {
-                        let _ = serve_completion(conn, &reply, &s);
-                    });
-                }
-            }
-        });
-        Ok(ScriptedModel {
-            port,
-            seen,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ScriptedModel {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// One HTTP/1.1 exchange, then the connection closes.
-fn serve_completion(conn: TcpStream, reply: &str, seen: &Mutex<Vec<Value>>) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_string();
-    let path = parts.next().unwrap_or_default().to_string();
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':')
-            && k.trim().eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length.min(16 << 20)];
-    reader.read_exact(&mut body)?;
-    let mut w = conn;
-    let send = |w: &mut TcpStream, status: &str, kind: &str, body: &str| {
-        write!(
-            w,
-            "HTTP/1.1 {status}\r\ncontent-type: {kind}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-    };
-    if method == "GET" && path.ends_with("/models") {
-        let list = json!({"object": "list", "data": [{"id": MODEL, "object": "model"}]});
-        return send(&mut w, "200 OK", "application/json", &list.to_string());
-    }
-    if method != "POST" || !path.ends_with("/chat/completions") {
-        return send(&mut w, "404 Not Found", "text/plain", "not here\n");
-    }
-    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    seen.lock().unwrap().push(req.clone());
-    let model = req["model"].as_str().unwrap_or(MODEL).to_string();
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if req["stream"] == true {
-        write!(
-            w,
-            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n"
-        )?;
-        let chunk = |delta: Value, finish: Value| {
-            json!({
-                "id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            })
-        };
-        for c in [
-            chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            chunk(json!({"content": reply}), Value::Null),
-            chunk(json!({}), json!("stop")),
-        ] {
-            write!(w, "data: {c}\n\n")?;
-        }
-        let usage = json!({
-            "id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": created,
-            "model": model, "choices": [],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6},
-        });
-        write!(w, "data: {usage}\n\ndata: [DONE]\n\n")?;
-        return w.flush();
-    }
-    let done = json!({
-        "id": "chatcmpl-scripted", "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 5, "total_tokens": 6},
-    });
-    send(&mut w, "200 OK", "application/json", &done.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------

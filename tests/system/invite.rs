@@ -12,20 +12,20 @@ const CADDY_HTTPS: u16 = 19443;
 const CADDY_CA: &str = "/var/lib/caddy/.local/share/caddy/pki/authorities/local/root.crt";
 
 /// One answer through Caddy: (status, headers, body).
-struct Answer {
-    code: u16,
-    headers: String,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) code: u16,
+    pub(crate) headers: String,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!("{} {}\n{}", self.code, self.headers, self.body)
     }
 }
 
 /// `METHOD URL` through Caddy as a client at [`CLIENT_ADDR`] would send it.
-fn request(fx: &Fixture, method: &str, url: &str) -> Result<Answer, String> {
+pub(crate) fn request(fx: &Fixture, method: &str, url: &str) -> Result<Answer, String> {
     let host = url
         .trim_start_matches("https://")
         .split([':', '/'])

@@ -17,9 +17,11 @@ mod hostile_proc;
 mod invite;
 mod isolation;
 mod many;
+mod onboarding;
 mod onetenant;
 mod origins;
 mod proxy;
+mod scripted;
 #[path = "../support/stub_runtime.rs"]
 mod stub_runtime;
 mod tenants;
@@ -106,6 +108,9 @@ const TRIALS: &[(&str, Check)] = &[
     ("invite_redeem_once", invite::invite_redeem_once),
     // The Control UI in a real browser through Caddy (issue 16).
     ("browser_control_ui_chat", browser::browser_control_ui_chat),
+    // README's onboarding section, as written (issue 16): a new tenant,
+    // her keys, an invite, a Telegram bot paired, her agent answering.
+    ("readme_onboarding", onboarding::readme_onboarding),
     (
         "proxy_add_remove_keeps_websockets",
         proxy::proxy_add_remove_keeps_websockets,
