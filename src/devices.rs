@@ -7,9 +7,9 @@
 //! terminal.
 use anyhow::{Result, bail};
 
-use crate::invite::mint::run_as_tenant;
 use crate::paths::Paths;
 use crate::tenant::TenantName;
+use crate::tenant_exec::run_bounded;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -61,7 +61,7 @@ pub fn run(paths: &Paths, name: &TenantName, action: &Action, json: bool) -> Res
     }
     let args = argv(action, json);
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let (ok, out) = run_as_tenant(paths, name, &refs)?;
+    let (ok, out) = run_bounded(paths, name, &refs)?;
     let text = String::from_utf8_lossy(&out);
     if !ok {
         let last = clean(text.lines().last().unwrap_or_default());

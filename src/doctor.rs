@@ -666,10 +666,8 @@ pub fn origins(paths: &Paths, cfg: &crate::proxy::ProxyConfig, r: &Record) -> Ch
                         missing.join(", ")
                     ),
                     format!(
-                        "as the tenant (`sudo ocusers exec {} -- sh`), put back each key named as {{\"$include\": \"{}/FILE\"}} (FILE: {}); without them its browser access through the proxy is refused",
-                        r.name,
-                        origins::dir_of(&r.name),
-                        origins::FILES.join(", "),
+                        "`sudo ocusers repair` puts them back as {} (its own `openclaw config patch`); without them its browser access through the proxy is refused",
+                        r.name
                     ),
                 ),
                 &r.name,

@@ -40,6 +40,11 @@ impl<'a> Step<'a> {
         self
     }
 
+    /// Is the step done already (its check, as a plan runs it)?
+    pub fn is_done(&self) -> Result<bool> {
+        (self.done)().with_context(|| format!("checking: {}", self.what))
+    }
+
     /// How to undo `apply` if a later step fails.
     pub fn revert(mut self, revert: impl Fn() -> Result<()> + 'a) -> Step<'a> {
         self.revert = Some(Box::new(revert));

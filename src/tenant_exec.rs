@@ -173,6 +173,37 @@ pub fn output(paths: &Paths, name: &TenantName, argv: &[String]) -> Result<Outpu
         .with_context(|| format!("running systemd-run for tenant {name}"))
 }
 
+/// Output [`run_bounded`] takes from the tenant's command.
+const BOUNDED_OUTPUT: u64 = 256 * 1024;
+/// systemd stops a [`run_bounded`] command after this long.
+pub const BOUNDED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Run `argv` as the tenant with a time bound (systemd's, on the transient
+/// unit), stdin closed, stderr dropped; (success, at most 256 KiB of
+/// stdout). The output is the tenant's: callers take only well-formed
+/// values from it.
+pub fn run_bounded(paths: &Paths, name: &TenantName, argv: &[&str]) -> Result<(bool, Vec<u8>)> {
+    use std::io::Read;
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+    check_tenant(paths, name)?;
+    let mut cmd = command(paths, name, &argv, false, Some(BOUNDED_TIMEOUT))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running systemd-run for tenant {name}"))?;
+    let mut out = child.stdout.take().context("no stdout pipe")?;
+    let mut buf = Vec::new();
+    (&mut out)
+        .take(BOUNDED_OUTPUT)
+        .read_to_end(&mut buf)
+        .context("reading the tenant command's output")?;
+    let _ = std::io::copy(&mut out, &mut std::io::sink());
+    let status = child.wait().context("waiting for systemd-run")?;
+    Ok((status.success(), buf))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,7 +93,11 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
         let link_ok = crate::runtime::tenant_link_is(paths, &r.name, &r.runtime);
         let unit_ok = info.active_state != "failed" && info.unit_file_state == "enabled";
         let origins_ok = crate::proxy::origins::drift(paths, &cfg.proxy, r).is_empty();
-        if files_ok && link_ok && unit_ok && origins_ok {
+        let includes = crate::proxy::origins::includes_step(paths, &r.name);
+        // Unreadable config: doctor names that; repair does the rest.
+        let includes_ok =
+            !statedir::state_exists(paths, &r.name) || includes.is_done().unwrap_or(true);
+        if files_ok && link_ok && unit_ok && origins_ok && includes_ok {
             continue;
         }
         let tier = Tier::load(paths, &r.tier)?;
@@ -125,6 +129,11 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
                 Ok(())
             },
         ));
+        // A config without the origin includes (a tenant from before them):
+        // the tenant's own CLI puts them back, once the state is its own.
+        if !includes_ok {
+            plan.push(includes);
+        }
         // Start it if it should run: failed, or was running before.
         // Origins alone need no restart: the gateway reloads included files.
         let start = !(files_ok && link_ok && unit_ok)

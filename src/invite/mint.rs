@@ -5,42 +5,11 @@
 //! processes and write anything): it is read with bounds on size and time,
 //! and only one well-formed value is taken from it. Nothing of it is
 //! logged: the `url` of `dashboard --json` carries the shared gateway token.
-use std::io::Read;
-use std::process::Stdio;
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail};
 
 use super::Bootstrap;
 use crate::paths::Paths;
 use crate::tenant::TenantName;
-
-/// Output taken from the tenant's command.
-const MAX_OUTPUT: u64 = 256 * 1024;
-/// systemd stops the tenant's command after this long.
-pub const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Run `argv` as the tenant with a time bound; (success, stdout).
-pub fn run_as_tenant(paths: &Paths, name: &TenantName, argv: &[&str]) -> Result<(bool, Vec<u8>)> {
-    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    crate::tenant_exec::check_tenant(paths, name)?;
-    let mut cmd = crate::tenant_exec::command(paths, name, &argv, false, Some(TIMEOUT))?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("running systemd-run for tenant {name}"))?;
-    let mut out = child.stdout.take().context("no stdout pipe")?;
-    let mut buf = Vec::new();
-    (&mut out)
-        .take(MAX_OUTPUT)
-        .read_to_end(&mut buf)
-        .context("reading the tenant command's output")?;
-    let _ = std::io::copy(&mut out, &mut std::io::sink());
-    let status = child.wait().context("waiting for systemd-run")?;
-    Ok((status.success(), buf))
-}
 
 fn token_like(s: &str, max: usize) -> bool {
     (16..=max).contains(&s.len())
@@ -98,7 +67,8 @@ pub fn parse_dashboard(out: &[u8]) -> Result<Bootstrap> {
 
 /// A fresh Control UI bootstrap token from the tenant's gateway.
 pub fn bootstrap(paths: &Paths, name: &TenantName) -> Result<Bootstrap> {
-    let (ok, out) = run_as_tenant(paths, name, &["openclaw", "dashboard", "--json"])?;
+    let (ok, out) =
+        crate::tenant_exec::run_bounded(paths, name, &["openclaw", "dashboard", "--json"])?;
     let parsed = parse_dashboard(&out);
     if !ok && parsed.is_err() {
         bail!("`openclaw dashboard --json` as tenant {name} failed");
@@ -135,7 +105,7 @@ pub fn parse_qr(out: &[u8], url: &str) -> Result<SetupCode> {
 }
 
 pub fn setup_code(paths: &Paths, name: &TenantName, url: &str) -> Result<SetupCode> {
-    let (ok, out) = run_as_tenant(
+    let (ok, out) = crate::tenant_exec::run_bounded(
         paths,
         name,
         &["openclaw", "qr", "--url", url, "--json", "--no-ascii"],

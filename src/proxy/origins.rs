@@ -147,13 +147,8 @@ pub fn drift(paths: &Paths, cfg: &ProxyConfig, record: &Record) -> Vec<String> {
 /// text, read by descriptor). The tenant may have rewritten its config as
 /// JSON5; then the include paths are searched as text.
 pub fn missing_includes(name: &TenantName, config: &str) -> Vec<&'static str> {
-    let wanted = [
-        ("gateway.controlUi", CONTROL_UI),
-        ("gateway.publicOrigin", PUBLIC_ORIGIN),
-        ("plugins.entries.device-pair.config", DEVICE_PAIR),
-    ];
     let parsed = serde_json::from_str::<serde_json::Value>(config).ok();
-    wanted
+    INCLUDED_AT
         .into_iter()
         .filter(|(key, file)| {
             let want = include_path(name, file);
@@ -170,6 +165,62 @@ pub fn missing_includes(name: &TenantName, config: &str) -> Vec<&'static str> {
         })
         .map(|(key, _)| key)
         .collect()
+}
+
+/// The config keys that carry the includes, and the file each includes.
+const INCLUDED_AT: [(&str, &str); 3] = [
+    ("gateway.controlUi", CONTROL_UI),
+    ("gateway.publicOrigin", PUBLIC_ORIGIN),
+    ("plugins.entries.device-pair.config", DEVICE_PAIR),
+];
+
+/// The `openclaw config patch` that puts back the `missing` includes (keys
+/// as [`missing_includes`] names them).
+pub fn includes_patch(name: &TenantName, missing: &[&str]) -> serde_json::Value {
+    let mut patch = serde_json::json!({});
+    for (key, file) in INCLUDED_AT {
+        if !missing.contains(&key) {
+            continue;
+        }
+        let mut at = &mut patch;
+        for k in key.split('.') {
+            at = &mut at[k];
+        }
+        *at = serde_json::json!({ "$include": include_path(name, file) });
+    }
+    patch
+}
+
+/// Put the public-origin includes back into a config that lacks them (a
+/// tenant made before ocusers wrote them, or one that dropped them): the
+/// tenant's own `openclaw config patch`, run as the tenant in its sandbox,
+/// edits its config; root only reads it (by descriptor) to see what is
+/// missing.
+pub fn includes_step<'a>(paths: &'a Paths, name: &'a TenantName) -> Step<'a> {
+    let missing = move || -> Result<Vec<&'static str>> {
+        Ok(crate::statedir::read_config(paths, name)?
+            .map(|text| missing_includes(name, &text))
+            .unwrap_or_default())
+    };
+    Step::new(
+        format!(
+            "include {name}'s public origins from {} in its openclaw.json (as {name}: openclaw config patch)",
+            dir_of(name)
+        ),
+        move || Ok(missing()?.is_empty()),
+        move || {
+            let patch = includes_patch(name, &missing()?).to_string();
+            let script = "printf %s \"$1\" | openclaw config patch --stdin >/dev/null";
+            let (ok, _) =
+                crate::tenant_exec::run_bounded(paths, name, &["sh", "-c", script, "sh", &patch])?;
+            if !ok {
+                anyhow::bail!(
+                    "`openclaw config patch` as {name} failed: see `sudo ocusers exec {name} -- openclaw config validate`"
+                );
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Write tenant `record`'s origin files (before its gateway first starts:
@@ -350,6 +401,42 @@ mod tests {
         assert!(missing_includes(&alice2, &fixed).is_empty(), "{fixed}");
         assert!(!fixed.contains("/public/alice/"), "{fixed}");
         assert_eq!(fixed, crate::openclaw_config::render(&alice2, 20128));
+    }
+
+    #[test]
+    fn the_patch_puts_back_exactly_what_is_missing() {
+        fn merge(into: &mut serde_json::Value, patch: &serde_json::Value) {
+            match (into, patch) {
+                (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                    for (k, v) in b {
+                        merge(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                    }
+                }
+                (slot, v) => *slot = v.clone(),
+            }
+        }
+        let name = TenantName::parse("alice").unwrap();
+        let bare =
+            r#"{"gateway": {"port": 20000, "controlUi": {"allowedOrigins": ["https://x.org"]}}}"#;
+        let missing = missing_includes(&name, bare);
+        let patch = includes_patch(&name, &missing);
+        assert_eq!(
+            patch["plugins"]["entries"]["device-pair"]["config"]["$include"],
+            include_path(&name, DEVICE_PAIR)
+        );
+        let mut config: serde_json::Value = serde_json::from_str(bare).unwrap();
+        merge(&mut config, &patch);
+        assert!(
+            missing_includes(&name, &config.to_string()).is_empty(),
+            "{config}"
+        );
+        assert_eq!(config["gateway"]["port"], 20000);
+        // Only what is missing: a present include is not in the patch.
+        let patch = includes_patch(&name, &["gateway.publicOrigin"]);
+        assert_eq!(
+            patch,
+            serde_json::json!({"gateway": {"publicOrigin": {"$include": include_path(&name, PUBLIC_ORIGIN)}}})
+        );
     }
 
     #[test]

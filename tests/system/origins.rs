@@ -228,6 +228,75 @@ pub fn public_origins(fx: &Fixture) -> R {
     let v = connect(fx, host, &own, &token)?;
     ensure(accepted(&v), || {
         format!("alice's own origin at the end: {v}")
+    })?;
+
+    old_tenant_repaired(fx, &token, host, &own)
+}
+
+/// A tenant from before ocusers wrote the includes (or one that dropped
+/// them): its own config has no `$include` of its origins. `doctor` warns
+/// and names `repair`; `repair` has the tenant's own CLI put them back, and
+/// its browser origin is accepted again, without a restart.
+fn old_tenant_repaired(fx: &Fixture, token: &str, host: &str, own: &str) -> R {
+    let drop_them = r#"{"gateway":{"controlUi":null,"publicOrigin":null},"plugins":{"entries":{"device-pair":{"config":null}}}}"#;
+    fx.ocusers_ok(&format!(
+        "exec alice -- sh -c 'printf %s \"$1\" | openclaw config patch --stdin' sh '{drop_them}'"
+    ))?;
+    let config = "/var/lib/openclaw/alice/openclaw.json";
+    ensure(
+        !fx.sh(&format!("cat {config}"))?.contains("$include"),
+        || format!("{config} still has includes after the tenant dropped them"),
+    )?;
+    let origins_check = || -> Result<Value, String> {
+        let out = fx.ocusers("doctor --json");
+        let doctor: Value = serde_json::from_str(&stdout(&out))
+            .map_err(|e| format!("doctor --json: {e}: {}", describe(&out)))?;
+        Ok(doctor["checks"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|c| c["check"] == "origins" && c["tenant"] == "alice")
+                    .cloned()
+            })
+            .unwrap_or(Value::Null))
+    };
+    let c = origins_check()?;
+    ensure(
+        c["status"] == "warn" && c.to_string().contains("ocusers repair"),
+        || format!("doctor on alice without her includes: {c}"),
+    )?;
+    let pid = fx.main_pid("alice")?;
+    let out = fx.ocusers_ok("repair")?;
+    ensure(out.contains("repaired tenant alice"), || {
+        format!("repair: {out}")
+    })?;
+    let c = origins_check()?;
+    ensure(c["status"] == "ok", || {
+        format!("doctor on alice after repair: {c}")
+    })?;
+    let text = fx.sh(&format!("cat {config}; stat -c '%U' {config}"))?;
+    ensure(
+        text.matches("/var/lib/ocusers/public/alice/").count() == 3
+            && text.ends_with("oc-alice\n"),
+        || format!("{config} after repair: {text}"),
+    )?;
+    let mut last = Value::Null;
+    wait_for(
+        "alice's origin accepted after repair",
+        Duration::from_secs(60),
+        || {
+            last = connect(fx, host, own, token)?;
+            Ok(accepted(&last))
+        },
+    )
+    .map_err(|e| format!("{e}: {last}"))?;
+    ensure(fx.main_pid("alice")? == pid, || {
+        "repair restarted alice's gateway to put her includes back".into()
+    })?;
+    // Repaired once: a second repair has nothing to do for her.
+    let again = fx.ocusers_ok("repair")?;
+    ensure(!again.contains("repaired tenant alice"), || {
+        format!("a second repair changed alice again: {again}")
     })
 }
 
