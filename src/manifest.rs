@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::paths::Paths;
 use crate::policy::{LimitOverrides, Limits, Tier};
 use crate::secrets::{self, EnvFile};
-use crate::tenant::{Record, TenantName};
+use crate::tenant::{self, Record, TenantName};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,6 +135,9 @@ impl Manifest {
                 message: format!("[tenants.{raw}]: {message}"),
             };
             let name = TenantName::parse(raw).map_err(|e| bad(e.to_string()))?;
+            if tenant::load(paths, &name)?.is_none() {
+                name.check_new().map_err(|e| bad(e.to_string()))?;
+            }
             let tier_name = spec.tier.as_deref().unwrap_or(default_tier);
             let tier = tiers
                 .get(paths, tier_name)

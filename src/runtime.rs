@@ -122,7 +122,24 @@ pub fn list(paths: &Paths) -> Result<Vec<Installed>> {
     Ok(out)
 }
 
+/// The exact version `install(version)` means, when it is known without
+/// asking the registry: [`TESTED_OPENCLAW`] when no version is given (the
+/// one place that default is chosen, for `runtime install` and `upgrade`
+/// alike), and a version that is installed as itself. `None` for `latest`,
+/// other dist-tags and versions not installed: only the registry resolves
+/// those.
+pub fn known_version(paths: &Paths, version: Option<&str>) -> Option<String> {
+    match version {
+        None => Some(TESTED_OPENCLAW.to_string()),
+        Some(v) if check_version(v).is_ok() && read_marker(&paths.runtime_dir(v)).is_some() => {
+            Some(v.to_string())
+        }
+        Some(_) => None,
+    }
+}
+
 /// What `install` did.
+#[derive(Debug, PartialEq, Eq)]
 pub enum InstallOutcome {
     Installed(String),
     AlreadyInstalled(String),
@@ -139,12 +156,13 @@ pub fn install(
     npm: &Path,
     version: Option<&str>,
 ) -> Result<InstallOutcome> {
-    let version = match version {
-        Some(v) => {
+    let version = match known_version(paths, version) {
+        Some(v) => v,
+        None => {
+            let v = version.unwrap_or(TESTED_OPENCLAW);
             check_version(v)?;
             resolve_version(npm, &format!("{}@{v}", cfg.package))?
         }
-        None => TESTED_OPENCLAW.to_string(),
     };
     let prefix = paths.runtime_dir(&version);
     if read_marker(&prefix).is_some() {
@@ -355,9 +373,41 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
+/// Lay out a complete (empty) runtime prefix for `version`, as tests need.
+#[cfg(test)]
+pub(crate) fn fake_installed(paths: &Paths, version: &str) {
+    let prefix = paths.runtime_dir(version);
+    std::fs::create_dir_all(&prefix).unwrap();
+    let m = Marker {
+        openclaw: version.into(),
+        node: "v24.21.0".into(),
+        installed: now_rfc3339(),
+    };
+    std::fs::write(prefix.join(MARKER), toml::to_string(&m).unwrap()).unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_version_means_the_tested_one_and_latest_means_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        // Known without the registry, installed or not.
+        assert_eq!(
+            known_version(&paths, None).as_deref(),
+            Some(TESTED_OPENCLAW)
+        );
+        assert_eq!(known_version(&paths, Some("latest")), None);
+        assert_eq!(known_version(&paths, Some("2026.9.5")), None);
+        fake_installed(&paths, "2026.9.5");
+        assert_eq!(
+            known_version(&paths, Some("2026.9.5")).as_deref(),
+            Some("2026.9.5")
+        );
+        assert_eq!(known_version(&paths, Some("../x")), None);
+    }
 
     #[test]
     fn versions_are_checked() {

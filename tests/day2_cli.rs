@@ -140,6 +140,15 @@ fn backup_verify_checks_every_member() {
         b"",
     );
     assert_fails(&out, 1, "junk.tar.gz");
+    // A new tenant may not take a subcommand word (`ocusers invite revoke`)
+    // as its name, and nothing is made.
+    let out = ocusers(
+        dir.path(),
+        &["restore", archive.to_str().unwrap(), "--as", "revoke"],
+        b"",
+    );
+    assert_fails(&out, 2, "'revoke' is reserved as a subcommand");
+    assert!(!dir.path().join("var/lib/ocusers/tenants").exists());
     // restore verifies first: a damaged archive changes nothing.
     let out = ocusers(dir.path(), &["restore", junk.to_str().unwrap()], b"");
     assert_fails(&out, 1, "junk.tar.gz");

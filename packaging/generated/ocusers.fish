@@ -264,7 +264,7 @@ complete -c ocusers -n "__fish_ocusers_using_subcommand restore" -l force -d 'Re
 complete -c ocusers -n "__fish_ocusers_using_subcommand restore" -l dry-run -d 'Print the plan and change nothing'
 complete -c ocusers -n "__fish_ocusers_using_subcommand restore" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand restore" -s h -l help -d 'Print help'
-complete -c ocusers -n "__fish_ocusers_using_subcommand upgrade" -l to -d 'OpenClaw version to move to (installed first if needed; default: the registry\'s latest)' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand upgrade" -l to -d 'OpenClaw version or npm dist-tag to move to, e.g. `latest` (installed first if needed; default: the version this release of ocusers was tested with, as for `runtime install`)' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand upgrade" -l tenants -d 'Only these tenants (comma-separated); default: all' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand upgrade" -l parallel -d 'How many tenants to move (and so have down) at once' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand upgrade" -l timeout -d 'Seconds to wait for each gateway to be ready (default: [tenants] ready_timeout from ocusers.toml)' -r

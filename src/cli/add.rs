@@ -244,6 +244,9 @@ fn resolve(
     registry: &[Record],
 ) -> Result<(Option<Record>, Tier, u16, Vec<String>)> {
     let existing = tenant::load(paths, name)?;
+    if existing.is_none() {
+        name.check_new()?;
+    }
     let mut requested = args.domains.clone();
     requested.sort();
     requested.dedup();

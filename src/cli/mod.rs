@@ -189,3 +189,55 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use crate::tenant::TenantName;
+
+    /// Every command where a tenant NAME shares a position with
+    /// subcommand words (`ocusers invite list NAME` beside `ocusers invite
+    /// NAME`), with those words, from clap's own tree.
+    fn clashing_words(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+        let takes_name = cmd.get_positionals().any(|a| a.get_id().as_str() == "name");
+        for sub in cmd.get_subcommands() {
+            if takes_name {
+                for word in std::iter::once(sub.get_name()).chain(sub.get_all_aliases()) {
+                    out.push((path.to_string(), word.to_string()));
+                }
+            }
+            clashing_words(sub, &format!("{path} {}", sub.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn no_new_tenant_may_be_named_like_a_subcommand_where_a_name_stands() {
+        let mut cmd = super::command();
+        cmd.build();
+        let mut found = Vec::new();
+        clashing_words(&cmd, "ocusers", &mut found);
+        let commands: BTreeSet<&str> = found.iter().map(|(c, _)| c.as_str()).collect();
+        for expected in ["ocusers invite", "ocusers devices", "ocusers backup"] {
+            assert!(commands.contains(expected), "{commands:?}");
+        }
+        for (command, word) in &found {
+            let refused = match TenantName::parse(word) {
+                Err(_) => true,
+                Ok(name) => name.check_new().is_err(),
+            };
+            assert!(
+                refused,
+                "`{command} {word}` is a subcommand, so a new tenant named {word:?} must be refused"
+            );
+        }
+        // And the list of such words names no word clap does not read so.
+        let words: BTreeSet<&str> = found.iter().map(|(_, w)| w.as_str()).collect();
+        for word in TenantName::command_words() {
+            assert!(
+                words.contains(word),
+                "{word} is no longer a clashing subcommand"
+            );
+        }
+    }
+}

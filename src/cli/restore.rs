@@ -56,6 +56,9 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
         Some(raw) => TenantName::parse(raw)?,
         None => m.record.name.clone(),
     };
+    if tenant::load(paths, &name)?.is_none() {
+        name.check_new()?;
+    }
     if args.keep_token && contents.secrets.is_none() {
         bail!(
             "--keep-token needs the archived secrets, and {} was made without --with-secrets: leave --keep-token out for a new token",

@@ -17,8 +17,9 @@ use crate::upgrade::{self, LastUpgrade, Mover};
 
 #[derive(Debug, Args)]
 pub struct UpgradeArgs {
-    /// OpenClaw version to move to (installed first if needed; default: the
-    /// registry's latest).
+    /// OpenClaw version or npm dist-tag to move to, e.g. `latest` (installed
+    /// first if needed; default: the version this release of ocusers was
+    /// tested with, as for `runtime install`).
     #[arg(long, value_name = "VERSION")]
     pub to: Option<String>,
     /// Only these tenants (comma-separated); default: all.
@@ -73,26 +74,17 @@ pub fn run(paths: &Paths, args: UpgradeArgs) -> Result<()> {
     let cfg = HostConfig::load(paths)?;
     let _lock = HostLock::acquire(paths)?;
     let previous_default = runtime::default_version(paths);
-    let to = match &args.to {
-        Some(v) if runtime::read_marker(&paths.runtime_dir(v)).is_some() => v.clone(),
-        _ if args.dry_run => args.to.clone().unwrap_or_else(|| "latest".into()),
-        v => {
-            let npm = runtime::find_npm()?;
-            // Without --to: the registry's newest (`install` alone takes
-            // the tested version).
-            let spec = v.as_deref().unwrap_or("latest");
-            let version = match runtime::install(paths, &cfg.runtime, &npm, Some(spec))? {
-                runtime::InstallOutcome::Installed(v) => {
-                    println!("installed OpenClaw {v} beside the others");
-                    v
-                }
-                runtime::InstallOutcome::AlreadyInstalled(v) => v,
-            };
-            // `install` made it the default; that waits for a full upgrade.
-            if let Some(prev) = &previous_default {
-                runtime::set_default(paths, prev)?;
+    let to = if args.dry_run {
+        upgrade::planned_target(paths, args.to.as_deref())
+    } else {
+        match upgrade::target(paths, &cfg.runtime, args.to.as_deref(), || {
+            Ok(runtime::find_npm()?)
+        })? {
+            runtime::InstallOutcome::Installed(v) => {
+                println!("installed OpenClaw {v} beside the others");
+                v
             }
-            version
+            runtime::InstallOutcome::AlreadyInstalled(v) => v,
         }
     };
     let todo: Vec<Record> = tenants.into_iter().filter(|r| r.runtime != to).collect();

@@ -904,6 +904,149 @@ cat /tmp/oclisten.err >&2",
     })
 }
 
+/// Where the sockets' probes live: readable in a tenant's sandbox (`/usr` is visible there,
+/// read-only), so `ocusers exec` runs the same script as the cgroup probes; not passed in argv,
+/// where systemd would expand its `$`.
+const PROBE_AT: &str = "/usr/local/lib/ocusers-vmtest/ocprobe.pl";
+
+/// Threat model rule 3 for ocusers' own listeners: `ocusers-invite.socket` (127.0.0.1:9124)
+/// and `ocusers-ask.socket` (127.0.0.1:9123) are socket-activated with `Accept=yes`, and the
+/// invite answer runs as root, so a tenant connecting would start a root service per
+/// connection. With both sockets enabled and listening (root connects and gets each
+/// endpoint's answer, and the socket counts the connection: the controls), alice's user, from
+/// her gateway's unit cgroup, from her `ocusers exec` sandbox and outside any unit, and bob
+/// from his unit, are refused (or get nothing) on both ports, and neither socket accepts a
+/// connection while they try (`NAccepted` unchanged).
+pub fn invite_and_ask_sockets_closed(fx: &Fixture) -> R {
+    const SOCKETS: [(&str, u16); 2] = [
+        ("ocusers-invite.socket", 9124),
+        ("ocusers-ask.socket", 9123),
+    ];
+    let accepted = |tag: &str| {
+        SOCKETS
+            .iter()
+            .map(|(unit, port)| {
+                format!("echo accepted.{tag}.{port}=$(systemctl show -P NAccepted {unit})\n")
+            })
+            .collect::<String>()
+    };
+    let vantages = [
+        (
+            "alice_unit",
+            format!("in_unit alice oc-alice perl {PROBE_AT}"),
+        ),
+        (
+            "alice_exec",
+            format!("ocusers exec alice -- perl {PROBE_AT}"),
+        ),
+        ("alice_user", format!("as_user oc-alice perl {PROBE_AT}")),
+        ("bob_unit", format!("in_unit bob oc-bob perl {PROBE_AT}")),
+    ];
+    let mut script = format!(
+        "mkdir -p {dir}
+cat > {PROBE_AT} <<'EOF'\n{PROBE_PL}EOF
+chmod 755 {dir}; chmod 644 {PROBE_AT}
+systemctl enable --now {units} >/dev/null 2>&1 || systemctl status --no-pager {units} >&2
+for u in {units}; do echo \"active.$u=$(systemctl is-active $u)\"; done
+echo listening=$(ss -Hltn 'sport = :9123 or sport = :9124' | awk '{{print $4}}' | sort | tr '\\n' ' ')
+{before}",
+        dir = PROBE_AT.rsplit_once('/').map_or("", |(d, _)| d),
+        units = SOCKETS.map(|(u, _)| u).join(" "),
+        before = accepted("before"),
+    );
+    for (who, probe) in &vantages {
+        for (_, port) in SOCKETS {
+            script.push_str(&format!(
+                "echo {who}.{port}=$({probe} tcp 127.0.0.1 {port} 2>&1 | tail -1)\n"
+            ));
+        }
+    }
+    script.push_str(&accepted("tenants"));
+    // The controls: root connects, and each endpoint answers (404: no tenant at that address,
+    // no route for that name), so a refusal above is the firewall's, not a dead socket's.
+    script.push_str(&format!(
+        "echo root_probe.9124=$(perl {PROBE_AT} tcp 127.0.0.1 9124)
+echo root_probe.9123=$(perl {PROBE_AT} tcp 127.0.0.1 9123)
+echo root_http.9124=$(curl -sS -m 60 -o /dev/null -w '%{{http_code}}' -H 'Host: nobody.example' http://127.0.0.1:9124/ 2>&1)
+echo root_http.9123=$(curl -sS -m 60 -o /dev/null -w '%{{http_code}}' 'http://127.0.0.1:9123/check?domain=nobody.example' 2>&1)
+{after}",
+        after = accepted("root"),
+    ));
+    let t = Instant::now();
+    let out = fx.run(&script);
+    let took = t.elapsed();
+    // Back to the host the later trials expect, whatever happened.
+    let _ = fx.run(&format!(
+        "systemctl disable --now {} >/dev/null 2>&1; rm -rf {}",
+        SOCKETS.map(|(u, _)| u).join(" "),
+        PROBE_AT.rsplit_once('/').map_or("", |(d, _)| d)
+    ));
+    ensure(out.ok(), || {
+        format!("the probes failed: {}", out.describe())
+    })?;
+    let f = fields(&out.stdout);
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let mut bad = Vec::new();
+    for (unit, port) in SOCKETS {
+        if get(&format!("active.{unit}")) != "active" {
+            bad.push(format!(
+                "{unit} is not active (this trial needs it listening)"
+            ));
+        }
+        if !get("listening").contains(&format!("127.0.0.1:{port}")) {
+            bad.push(format!("nothing listens on 127.0.0.1:{port}"));
+        }
+        for (who, _) in &vantages {
+            let got = get(&format!("{who}.{port}"));
+            let what = got.split_whitespace().next().unwrap_or("");
+            if what != "refused" && what != "timeout" {
+                bad.push(format!(
+                    "{who} to {unit} (127.0.0.1:{port}): {got:?}, want refused"
+                ));
+            }
+            fx.figure(format!("{who} to 127.0.0.1:{port}"), got);
+        }
+        let n = |tag: &str| get(&format!("accepted.{tag}.{port}")).parse::<u64>().ok();
+        match (n("before"), n("tenants"), n("root")) {
+            (Some(b), Some(t), Some(r)) => {
+                if t != b {
+                    bad.push(format!(
+                        "{unit} accepted {} connection(s) while only tenants connected",
+                        t - b
+                    ));
+                }
+                // Control: root's probe and its request are two connections.
+                if r < t + 2 {
+                    bad.push(format!(
+                        "control: {unit} counted {} of root's 2 connections",
+                        r - t
+                    ));
+                }
+            }
+            other => bad.push(format!("{unit}: NAccepted not read: {other:?}")),
+        }
+        if !get(&format!("root_probe.{port}")).starts_with("connected") {
+            bad.push(format!(
+                "control: root cannot connect to 127.0.0.1:{port}: {:?}",
+                get(&format!("root_probe.{port}"))
+            ));
+        }
+        if get(&format!("root_http.{port}")) != "404" {
+            bad.push(format!(
+                "control: {unit} did not answer root (want 404 for a name nobody routes): {:?}",
+                get(&format!("root_http.{port}"))
+            ));
+        }
+    }
+    fx.figure(
+        "invite and ask sockets: probes and controls (TCG)",
+        format!("{:.1} s", took.as_secs_f64()),
+    );
+    ensure(bad.is_empty(), || {
+        format!("{}\n--- output ---\n{}", bad.join("\n"), out.describe())
+    })
+}
+
 /// The firewall's second rule on its own (what protects a Debian 12 host, whose systemd does
 /// not enforce the bind filter): a process of alice's user outside her unit binds bob's port
 /// while bob is stopped, and a client (root, as ocusers or the proxy would) gets nothing from it.

@@ -49,6 +49,10 @@ const TRIALS: &[(&str, Check)] = &[
     ("bind_only_own_ports", isolation::bind_only_own_ports),
     ("connect_only_own_ports", isolation::connect_only_own_ports),
     ("loopback_default_deny", isolation::loopback_default_deny),
+    (
+        "invite_and_ask_sockets_closed",
+        isolation::invite_and_ask_sockets_closed,
+    ),
     ("squatter_never_answers", isolation::squatter_never_answers),
     (
         "firewall_reloaded_by_unit",
