@@ -276,8 +276,7 @@ fn old_tenant_repaired(fx: &Fixture, token: &str, host: &str, own: &str) -> R {
     })?;
     let text = fx.sh(&format!("cat {config}; stat -c '%U' {config}"))?;
     ensure(
-        text.matches("/var/lib/ocusers/public/alice/").count() == 3
-            && text.ends_with("oc-alice\n"),
+        text.matches("/var/lib/ocusers/public/alice/").count() == 3 && text.ends_with("oc-alice\n"),
         || format!("{config} after repair: {text}"),
     )?;
     let mut last = Value::Null;
