@@ -38,6 +38,7 @@ type Check = fn(&Fixture) -> Result<(), String>;
 
 const TRIALS: &[(&str, Check)] = &[
     ("deb_installs_with_apt", tenants::deb_installs_with_apt),
+    ("deb_lintian_clean", tenants::deb_lintian_clean),
     (
         "add_without_runtime_says_how",
         tenants::add_without_runtime_says_how,
