@@ -238,11 +238,27 @@ pub fn public_origins(fx: &Fixture) -> R {
 /// and names `repair`; `repair` has the tenant's own CLI put them back, and
 /// its browser origin is accepted again, without a restart.
 fn old_tenant_repaired(fx: &Fixture, token: &str, host: &str, own: &str) -> R {
-    let drop_them = r#"{"gateway":{"controlUi":null,"publicOrigin":null},"plugins":{"entries":{"device-pair":{"config":null}}}}"#;
-    fx.ocusers_ok(&format!(
-        "exec alice -- sh -c 'printf %s \"$1\" | openclaw config patch --stdin' sh '{drop_them}'"
-    ))?;
+    // OpenClaw's own `config patch` refuses to overwrite an include, so the
+    // tenant writes its config itself, as a tenant from before wrote it.
     let config = "/var/lib/openclaw/alice/openclaw.json";
+    let mut v: Value = serde_json::from_str(&fx.sh(&format!("cat {config}"))?)
+        .map_err(|e| format!("{config}: {e}"))?;
+    for (parent, key) in [
+        ("/gateway", "controlUi"),
+        ("/gateway", "publicOrigin"),
+        ("/plugins/entries", "device-pair"),
+    ] {
+        if let Some(o) = v.pointer_mut(parent).and_then(Value::as_object_mut) {
+            o.remove(key);
+        }
+    }
+    let old = v.to_string();
+    ensure(!old.contains('\''), || {
+        format!("a quote in {config}: {old}")
+    })?;
+    fx.ocusers_ok(&format!(
+        "exec alice -- sh -c 'printf %s \"$1\" > {config}.old && mv {config}.old {config}' sh '{old}'"
+    ))?;
     ensure(
         !fx.sh(&format!("cat {config}"))?.contains("$include"),
         || format!("{config} still has includes after the tenant dropped them"),
