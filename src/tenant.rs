@@ -257,6 +257,14 @@ pub fn remove(paths: &Paths, name: &TenantName) -> Result<()> {
     fsutil::remove_file(&paths.registry_file(name))
 }
 
+/// The registered tenant named `raw`, or the one-line error naming it.
+pub fn registered(paths: &Paths, raw: &str) -> Result<Record> {
+    let name = TenantName::parse(raw)?;
+    Ok(load(paths, &name)?.ok_or(Error::UnknownTenant {
+        name: name.to_string(),
+    })?)
+}
+
 /// Every registered tenant, by name.
 pub fn list(paths: &Paths) -> Result<Vec<Record>> {
     let dir = paths.registry_dir();

@@ -17,7 +17,7 @@ use crate::plan::{Plan, Step};
 use crate::privilege;
 use crate::secrets::{self, EnvFile};
 use crate::systemd::{DbusSystemd, Systemd};
-use crate::tenant::{self, Record, TenantName};
+use crate::tenant::{Record, TenantName, registered};
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
@@ -68,14 +68,6 @@ pub fn run(paths: &Paths, cmd: SecretCommand) -> Result<()> {
         SecretCommand::Unset(args) => unset(paths, args),
         SecretCommand::List { name, json } => list(paths, &name, json),
     }
-}
-
-/// The registered tenant, or the one-line error naming it.
-pub(crate) fn registered(paths: &Paths, raw: &str) -> Result<Record> {
-    let name = TenantName::parse(raw)?;
-    Ok(tenant::load(paths, &name)?.ok_or(Error::UnknownTenant {
-        name: name.to_string(),
-    })?)
 }
 
 fn load_env(paths: &Paths, name: &TenantName) -> Result<EnvFile> {

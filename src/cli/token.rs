@@ -5,12 +5,13 @@
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::secret::{push_restart, registered};
+use super::secret::push_restart;
 use crate::lock::HostLock;
 use crate::plan::{Plan, Step};
 use crate::privilege;
 use crate::secrets::{self, EnvFile};
 use crate::systemd::DbusSystemd;
+use crate::tenant::registered;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
