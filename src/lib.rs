@@ -32,6 +32,7 @@ pub mod policy;
 pub mod ports;
 pub mod privilege;
 pub mod process;
+pub mod provision;
 pub mod proxy;
 pub mod runtime;
 pub mod safefs;

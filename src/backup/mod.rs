@@ -43,6 +43,7 @@ use crate::tenant::{Record, TenantName};
 pub mod check;
 pub mod helper;
 pub mod record;
+pub mod removal;
 pub mod tenant_side;
 
 pub use record::check_record;

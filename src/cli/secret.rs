@@ -10,13 +10,13 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::print_json;
-use crate::error::Error;
 use crate::lock::HostLock;
-use crate::paths::{self, Paths};
+use crate::paths::Paths;
 use crate::plan::{Plan, Step};
 use crate::privilege;
+use crate::provision::push_restart;
 use crate::secrets::{self, EnvFile};
-use crate::systemd::{DbusSystemd, Systemd};
+use crate::systemd::DbusSystemd;
 use crate::tenant::{Record, TenantName, registered};
 
 #[derive(Debug, Subcommand)]
@@ -182,42 +182,6 @@ fn apply<'a>(
         );
     }
     Ok(())
-}
-
-/// Restart the tenant's gateway and wait until it answers ready.
-pub(crate) fn push_restart<'a>(
-    plan: &mut Plan<'a>,
-    paths: &'a Paths,
-    sd: &'a dyn Systemd,
-    record: &'a Record,
-) {
-    let unit = paths::unit_name(&record.name);
-    let timeout = crate::config::HostConfig::load(paths)
-        .map(|c| c.tenants.ready_timeout)
-        .unwrap_or(180);
-    plan.push(Step::new(
-        format!("restart {unit} and wait until it is ready (at most {timeout} s)"),
-        || Ok(false),
-        move || {
-            sd.reset_failed(&unit)?;
-            sd.restart(&unit)?;
-            crate::status::wait_unit_ready(
-                sd,
-                &unit,
-                record.port,
-                std::time::Duration::from_secs(timeout),
-            )
-            .map(|_| ())
-            .map_err(|detail| {
-                Error::NotReady {
-                    name: record.name.to_string(),
-                    seconds: timeout,
-                    detail,
-                }
-                .into()
-            })
-        },
-    ));
 }
 
 fn list(paths: &Paths, raw: &str, json: bool) -> Result<()> {

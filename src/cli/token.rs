@@ -5,10 +5,10 @@
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::secret::push_restart;
 use crate::lock::HostLock;
 use crate::plan::{Plan, Step};
 use crate::privilege;
+use crate::provision::push_restart;
 use crate::secrets::{self, EnvFile};
 use crate::systemd::DbusSystemd;
 use crate::tenant::registered;
