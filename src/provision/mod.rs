@@ -8,6 +8,8 @@
 //!   record and the host config), and the add plan, which creates a tenant
 //!   and converges an existing one (`add`, `apply`, `set`, `domain`,
 //!   `restore`, `repair`).
+//! - [`request`]: what `add` asks ([`request::Request`]), checked
+//!   ([`request::resolve`]) and made into the record ([`request::prepare`]).
 //! - [`converge`]: `apply`'s run over many tenants' plans (`set` and
 //!   `domain` use it for one).
 //! - [`remove`]: the remove plan, and [`remove::remove`], the whole removal
@@ -23,6 +25,7 @@
 pub mod add;
 pub mod converge;
 pub mod remove;
+pub mod request;
 pub mod restart;
 pub mod restore;
 
