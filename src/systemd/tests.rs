@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::HashMap;
 
 #[test]
 fn limits_and_bind_are_written_in_drop_in_order() {
