@@ -24,6 +24,7 @@ pub mod lock;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod name;
 pub mod onetenant;
 pub mod openclaw_config;
 pub mod paths;
