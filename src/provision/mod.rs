@@ -21,7 +21,7 @@
 //!
 //! A new plan goes in its own file here, built from the domain modules'
 //! functions; `src/cli/` only parses the arguments, takes the host lock,
-//! prints and picks the exit code. No file here imports `crate::cli`.
+//! prints and picks the exit code. Nothing here depends on the command line.
 pub mod add;
 pub mod converge;
 pub mod remove;
