@@ -100,13 +100,6 @@ pub struct Desired {
     pub secrets: Vec<(String, String)>,
 }
 
-/// Keys ocusers itself manages in the env file.
-const OWN_KEYS: &[&str] = &[
-    secrets::TOKEN_KEY,
-    secrets::PORT_KEY,
-    secrets::NODE_OPTIONS_KEY,
-];
-
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest> {
         let text =
@@ -152,7 +145,7 @@ impl Manifest {
             let mut scratch = EnvFile::default();
             for (key, value) in &spec.secrets {
                 let r = secret_ref(key, value).map_err(&bad)?;
-                if OWN_KEYS.contains(&key.as_str()) {
+                if secrets::MANAGED_KEYS.contains(&key.as_str()) {
                     return Err(bad(format!(
                         "secrets.{key}: ocusers manages {key} itself; remove it from the file"
                     ))
@@ -262,7 +255,7 @@ pub fn set_secrets(env: &mut EnvFile, secrets: &[(String, String)]) -> Result<()
 /// Keys in a tenant's env file beyond those ocusers manages.
 pub fn extra_keys(env: &EnvFile) -> Vec<String> {
     env.keys()
-        .filter(|k| !OWN_KEYS.contains(k))
+        .filter(|k| !secrets::MANAGED_KEYS.contains(k))
         .map(str::to_string)
         .collect()
 }

@@ -137,12 +137,20 @@ impl EnvFile {
     }
 }
 
+/// The keys of the environment file that ocusers writes itself: the
+/// token (`add`, `token rotate`) and the two settings.
+pub const MANAGED_KEYS: [&str; 3] = [TOKEN_KEY, PORT_KEY, NODE_OPTIONS_KEY];
+/// The managed keys that are per-tenant settings, not credentials: made
+/// anew for the tenant (port, tier) rather than copied or compared.
+pub const SETTINGS_KEYS: [&str; 2] = [PORT_KEY, NODE_OPTIONS_KEY];
+
 /// Keys the operator may not set with `ocusers secret`: ocusers' own (the
 /// token changes only through `ocusers token rotate`), and every variable
 /// the template unit sets or the loader honours. `EnvironmentFile=` overrides
 /// `Environment=`, so a secret named `PATH` or `OPENCLAW_STATE_DIR` would
 /// silently move the gateway's binaries or state.
 pub const RESERVED_KEYS: &[&str] = &[
+    // MANAGED_KEYS (a test keeps them here):
     TOKEN_KEY,
     PORT_KEY,
     NODE_OPTIONS_KEY,
@@ -230,6 +238,16 @@ fn check_value(key: &str, value: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn managed_keys_are_reserved_and_settings_are_managed() {
+        for k in MANAGED_KEYS {
+            assert!(RESERVED_KEYS.contains(&k), "{k}");
+        }
+        for k in SETTINGS_KEYS {
+            assert!(MANAGED_KEYS.contains(&k), "{k}");
+        }
+    }
 
     #[test]
     fn tokens_are_256_bit_hex_and_differ() {

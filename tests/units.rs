@@ -240,3 +240,81 @@ fn invite_endpoint_units() {
         assert_eq!(values(&u, key), [want], "{key}");
     }
 }
+
+/// Every path and name the template spells out for instance `%i` is the one
+/// the library computes for that tenant (`Paths` at `/`, `paths::*`,
+/// `runtime`, `origins`): the unit and the code cannot drift apart.
+#[test]
+fn template_paths_are_the_librarys() {
+    use ocusers::paths::{self, Paths};
+    use ocusers::tenant::TenantName;
+    let name = TenantName::parse("alice").unwrap();
+    let p = Paths::new("/");
+    let u: Vec<(String, String)> = unit("openclaw@.service")
+        .into_iter()
+        .map(|(k, v)| (k, v.replace("%i", name.as_str())))
+        .collect();
+    let one = |key: &str| -> String {
+        let v = values(&u, key);
+        assert_eq!(v.len(), 1, "{key}: {v:?}");
+        v[0].to_string()
+    };
+    let env = |var: &str| -> String {
+        let prefix = format!("{var}=");
+        let v: Vec<&str> = values(&u, "Environment")
+            .into_iter()
+            .filter_map(|e| e.strip_prefix(prefix.as_str()))
+            .collect();
+        assert_eq!(v.len(), 1, "Environment={var}: {v:?}");
+        v[0].to_string()
+    };
+    let s = |p: std::path::PathBuf| p.display().to_string();
+    let state = s(p.state_dir(&name));
+    let link = s(p.tenant_runtime_link(&name));
+    assert_eq!(one("User"), paths::user_name(&name));
+    assert_eq!(one("Group"), paths::user_name(&name));
+    assert_eq!(one("EnvironmentFile"), s(p.secrets_file(&name)));
+    assert_eq!(one("AssertPathExists"), s(p.secrets_file(&name)));
+    assert_eq!(one("AssertPathIsDirectory"), format!("{link}/"));
+    assert_eq!(one("WorkingDirectory"), state);
+    assert_eq!(
+        format!("/var/lib/{}", one("StateDirectory")),
+        state,
+        "StateDirectory= is relative to /var/lib"
+    );
+    assert_eq!(s(paths::home_dir(&name)), state);
+    assert_eq!(env("HOME"), state);
+    assert_eq!(env("OPENCLAW_STATE_DIR"), state);
+    assert_eq!(
+        env("OPENCLAW_CONFIG_PATH"),
+        s(p.state_dir(&name).join(ocusers::statedir::CONFIG))
+    );
+    assert_eq!(
+        env("OPENCLAW_INCLUDE_ROOTS"),
+        ocusers::proxy::origins::dir_of(&name)
+    );
+    assert!(
+        env("PATH").starts_with(&format!("{link}/node_modules/.bin:")),
+        "{}",
+        env("PATH")
+    );
+    let prefix = p.tenant_runtime_link(&name);
+    let exec = one("ExecStart");
+    let mut words = exec.split_whitespace();
+    assert_eq!(
+        words.next(),
+        Some(s(ocusers::runtime::node_bin(&prefix)).as_str())
+    );
+    assert_eq!(
+        words.next(),
+        Some(s(ocusers::runtime::openclaw_entry(&prefix)).as_str())
+    );
+    assert!(
+        exec.contains(&format!("${{{}}}", ocusers::secrets::PORT_KEY)),
+        "{exec}"
+    );
+    assert_eq!(
+        paths::unit_name(&name),
+        format!("openclaw@{}.service", name.as_str())
+    );
+}

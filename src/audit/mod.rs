@@ -26,14 +26,12 @@ use crate::identity;
 use crate::isolation::{self, Layer};
 use crate::paths::{self, Paths};
 use crate::ports;
-use crate::secrets::{self, EnvFile};
+use crate::secrets::{EnvFile, SETTINGS_KEYS};
 use crate::systemd::Systemd;
 use crate::tenant::{Record, TenantName};
 
 /// `systemd-analyze security` exposure above this fails the audit.
 pub const MAX_EXPOSURE: f64 = 2.0;
-/// Keys of the environment file that are per-tenant settings, not credentials.
-const SETTINGS_KEYS: [&str; 2] = [secrets::PORT_KEY, secrets::NODE_OPTIONS_KEY];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {

@@ -166,7 +166,7 @@ pub fn push_steps<'a>(
                     .context("parsing the archived secrets")?;
                 let mut env = EnvFile::load(&env_path)?.unwrap_or_default();
                 for key in old.keys() {
-                    let own = key == secrets::PORT_KEY || key == secrets::NODE_OPTIONS_KEY;
+                    let own = secrets::SETTINGS_KEYS.contains(&key);
                     if own || (key == secrets::TOKEN_KEY && !keep_token) {
                         continue;
                     }

@@ -45,3 +45,12 @@ impl Selection {
             }
     }
 }
+
+/// Run one trial and say how long it took (`[time] NAME: N s` on stderr),
+/// so a run's log shows where a tier's minutes go.
+pub fn timed<T>(name: &str, check: impl FnOnce() -> T) -> T {
+    let t = std::time::Instant::now();
+    let out = check();
+    eprintln!("[time] {name}: {:.1} s", t.elapsed().as_secs_f64());
+    out
+}

@@ -38,6 +38,7 @@ type Check = fn(&Fixture) -> Result<(), String>;
 
 const TRIALS: &[(&str, Check)] = &[
     ("deb_installs_with_apt", tenants::deb_installs_with_apt),
+    ("deb_lintian_clean", tenants::deb_lintian_clean),
     (
         "add_without_runtime_says_how",
         tenants::add_without_runtime_says_how,
@@ -163,7 +164,7 @@ fn main() {
             let fx = fixture.clone();
             let ignored = !selection.in_list(name);
             Trial::test(name, move || match &fx {
-                Ok(fx) => check(fx).map_err(Failed::from),
+                Ok(fx) => trials::timed(name, || check(fx)).map_err(Failed::from),
                 Err(e) => Err(Failed::from(format!("system tier setup failed: {e}"))),
             })
             .with_ignored_flag(ignored)

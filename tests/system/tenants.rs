@@ -22,6 +22,8 @@ const DEB_DIR: &str = "/mnt/deb";
 
 pub struct Fixture {
     pub c: Container,
+    /// The .deb on the host (built by `deb_path`) that the container installs.
+    pub deb: PathBuf,
     /// Figures printed at the end (and quoted in the closing note).
     pub figures: std::sync::Mutex<BTreeMap<String, String>>,
 }
@@ -49,6 +51,7 @@ impl Fixture {
         }
         Ok(Fixture {
             c,
+            deb: deb.to_path_buf(),
             figures: Default::default(),
         })
     }
@@ -244,6 +247,43 @@ pub fn deb_installs_with_apt(fx: &Fixture) -> R {
     fx.sh("systemd-analyze verify /usr/lib/systemd/system/openclaw@.service /usr/lib/systemd/system/openclaw.target /usr/lib/systemd/system/openclaw-proxy@.socket /usr/lib/systemd/system/openclaw-proxy@.service 2>&1 | grep -v 'not found in' | (! grep -i -E 'error|invalid|unknown')")
         .map_err(|e| format!("systemd-analyze verify complains: {e}"))?;
     Ok(())
+}
+
+/// Lintian, run on the host on the very .deb the container installed, reports
+/// no error and no warning: each one is fixed, or overridden with its reason
+/// in packaging/debian/lintian-overrides (overridden tags are not printed).
+pub fn deb_lintian_clean(fx: &Fixture) -> R {
+    let t = Instant::now();
+    let out = std::process::Command::new("lintian")
+        .args(["--tag-display-limit", "0", "--fail-on", "error,warning"])
+        .arg(&fx.deb)
+        .output()
+        .map_err(|e| {
+            format!(
+                "running lintian: {e} (install it with `sudo apt-get install lintian`, as .ci/run does)"
+            )
+        })?;
+    fx.figure(
+        "lintian on the .deb",
+        format!("{:.1} s", t.elapsed().as_secs_f64()),
+    );
+    let tags: Vec<String> = stdout(&out)
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .map(str::to_string)
+        .collect();
+    ensure(tags.is_empty(), || {
+        format!(
+            "lintian on {} reports {} error(s)/warning(s); fix each or override it with its reason in packaging/debian/lintian-overrides:\n{}",
+            fx.deb.display(),
+            tags.len(),
+            tags.join("\n")
+        )
+    })?;
+    // Exit 2 with no E:/W: line would be a lintian failure of its own.
+    ensure(out.status.success(), || {
+        format!("lintian failed: {}", describe(&out))
+    })
 }
 
 /// Before any runtime is installed, `add` says so and how, and changes nothing.

@@ -86,7 +86,7 @@ fn main() {
             let fx = fixture.clone();
             let ignored = !selection.in_list(name);
             Trial::test(name, move || match &fx {
-                Ok(fx) => check(fx).map_err(Failed::from),
+                Ok(fx) => trials::timed(name, || check(fx)).map_err(Failed::from),
                 Err(e) => Err(Failed::from(format!("VM tier setup failed: {e}"))),
             })
             .with_ignored_flag(ignored)
