@@ -12,12 +12,12 @@ use serde_json::json;
 use super::print_json;
 use crate::lock::HostLock;
 use crate::paths::Paths;
-use crate::plan::{Plan, Step};
+use crate::plan::Plan;
 use crate::privilege;
-use crate::provision::push_restart;
-use crate::secrets::{self, EnvFile};
+use crate::provision::{push_restart, secret};
+use crate::secrets;
 use crate::systemd::DbusSystemd;
-use crate::tenant::{Record, TenantName, registered};
+use crate::tenant::{Record, registered};
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
@@ -70,16 +70,6 @@ pub fn run(paths: &Paths, cmd: SecretCommand) -> Result<()> {
     }
 }
 
-fn load_env(paths: &Paths, name: &TenantName) -> Result<EnvFile> {
-    let path = paths.secrets_file(name);
-    EnvFile::load(&path)?.with_context(|| {
-        format!(
-            "{} is missing: run `sudo ocusers repair` to recreate it",
-            path.display()
-        )
-    })
-}
-
 fn set(paths: &Paths, args: SetArgs) -> Result<()> {
     secrets::check_operator_key(&args.key)?;
     let record = registered(paths, &args.name)?;
@@ -106,19 +96,8 @@ fn set(paths: &Paths, args: SetArgs) -> Result<()> {
     let value = secrets::value_from_input(&args.key, &raw)?;
     let _lock = HostLock::acquire(paths)?;
     let sd = connect_if(args.restart)?;
-    let name = &record.name;
-    let path = paths.secrets_file(name);
     let key = args.key.as_str();
-    let mut plan = Plan::new(name.as_str(), "secret-set");
-    plan.push(Step::new(
-        format!("set {key} in {}", path.display()),
-        || Ok(load_env(paths, name)?.get(key) == Some(value.as_str())),
-        || {
-            let mut env = load_env(paths, name)?;
-            env.set(key, &value)?;
-            env.store(&path, name.as_str())
-        },
-    ));
+    let plan = secret::set(paths, &record, key, value);
     apply(paths, &record, plan, key, sd.as_ref(), args.dry_run)
 }
 
@@ -128,19 +107,8 @@ fn unset(paths: &Paths, args: UnsetArgs) -> Result<()> {
     privilege::require_root("secret unset")?;
     let _lock = HostLock::acquire(paths)?;
     let sd = connect_if(args.restart)?;
-    let name = &record.name;
-    let path = paths.secrets_file(name);
     let key = args.key.as_str();
-    let mut plan = Plan::new(name.as_str(), "secret-unset");
-    plan.push(Step::new(
-        format!("remove {key} from {}", path.display()),
-        || Ok(load_env(paths, name)?.get(key).is_none()),
-        || {
-            let mut env = load_env(paths, name)?;
-            env.unset(key);
-            env.store(&path, name.as_str())
-        },
-    ));
+    let plan = secret::unset(paths, &record, key);
     apply(paths, &record, plan, key, sd.as_ref(), args.dry_run)
 }
 
@@ -187,7 +155,7 @@ fn apply<'a>(
 fn list(paths: &Paths, raw: &str, json: bool) -> Result<()> {
     let record = registered(paths, raw)?;
     privilege::require_root("secret list")?;
-    let env = load_env(paths, &record.name)?;
+    let env = secret::load_env(paths, &record.name)?;
     // The operator's secrets; ocusers' own keys are listed apart.
     let (own, user): (Vec<&str>, Vec<&str>) =
         env.keys().partition(|k| secrets::RESERVED_KEYS.contains(k));

@@ -16,6 +16,8 @@
 //!   (`remove`, `restore --force`, `repair --remove-orphans`).
 //! - [`restore`]: a tenant from a backup: its record on this host and the
 //!   steps after the add plan.
+//! - [`secret`]: `secret set`/`unset` and `token rotate`, the plans that
+//!   change the env file alone.
 //! - [`restart`]: the restart-and-wait step (`secret --restart`, `token`,
 //!   `restore`, `repair`).
 //!
@@ -28,6 +30,7 @@ pub mod remove;
 pub mod request;
 pub mod restart;
 pub mod restore;
+pub mod secret;
 
 pub use add::{Ctx, Start, check_identity};
 pub use restart::push_restart;
