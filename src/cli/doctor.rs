@@ -13,7 +13,7 @@ use crate::paths::{self, Paths};
 use crate::plan::Step;
 use crate::policy::Tier;
 use crate::privilege;
-use crate::provision::remove::{self, Removal};
+use crate::provision::remove;
 use crate::provision::{Ctx, Start, push_restart};
 use crate::statedir;
 use crate::systemd::{DbusSystemd, Systemd};
@@ -71,9 +71,9 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
             let _lock = HostLock::acquire(paths)?;
             let removal = TenantName::parse(name)
                 .map_err(anyhow::Error::from)
-                .and_then(|n| remove::remove(paths, &n, false, false))
+                .and_then(|n| remove::remove(paths, &n, false, None))
                 .with_context(|| format!("removing the leftovers of {name}"))?;
-            if let Removal::Done(removed) = removal {
+            if let Some(removed) = removal {
                 for line in removed.report() {
                     println!("{line}");
                 }

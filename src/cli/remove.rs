@@ -5,8 +5,9 @@ use clap::Args;
 
 use crate::lock::HostLock;
 use crate::paths::Paths;
+use crate::plan::Plan;
 use crate::privilege;
-use crate::provision::remove::{self, Removal};
+use crate::provision::remove::{self, ShowPlan};
 use crate::tenant::TenantName;
 
 #[derive(Debug, Args)]
@@ -24,16 +25,16 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     let name = TenantName::parse(&args.name)?;
     privilege::require_root("remove")?;
     let _lock = HostLock::acquire(paths)?;
-    match remove::remove(paths, &name, args.purge, args.dry_run)? {
-        Removal::DryRun(plan) => {
-            println!("plan for `ocusers remove {name}`:");
-            print!("{plan}");
-            println!("dry run: nothing changed");
-        }
-        Removal::Done(removed) => {
-            for line in removed.report() {
-                println!("{line}");
-            }
+    let mut show = |plan: &Plan<'_>| -> Result<()> {
+        println!("plan for `ocusers remove {name}`:");
+        print!("{}", plan.describe()?);
+        println!("dry run: nothing changed");
+        Ok(())
+    };
+    let dry_run = args.dry_run.then_some(&mut show as ShowPlan<'_>);
+    if let Some(removed) = remove::remove(paths, &name, args.purge, dry_run)? {
+        for line in removed.report() {
+            println!("{line}");
         }
     }
     Ok(())

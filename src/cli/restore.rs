@@ -16,7 +16,7 @@ use crate::identity;
 use crate::lock::HostLock;
 use crate::paths::{self, Paths};
 use crate::privilege;
-use crate::provision::remove::{self, Removal};
+use crate::provision::remove;
 use crate::provision::restore::{self, Restored};
 use crate::provision::{Ctx, Start, push_restart};
 use crate::secrets;
@@ -70,9 +70,9 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
     }
     if exists && !args.dry_run {
         let _lock = HostLock::acquire(paths)?;
-        let removal = remove::remove(paths, &name, true, false)
+        let removal = remove::remove(paths, &name, true, None)
             .with_context(|| format!("removing the existing tenant {name} (--force)"))?;
-        if let Removal::Done(removed) = removal {
+        if let Some(removed) = removal {
             for line in removed.report() {
                 println!("{line}");
             }

@@ -43,15 +43,19 @@ impl Removed {
     }
 }
 
-/// A tenant or its leftovers, removed under the host lock the caller
-/// holds: the checks, the plan, and (with `dry_run`) its description
-/// instead of applying it. `purge`: delete the state instead of archiving.
-pub enum Removal {
-    DryRun(String),
-    Done(Removed),
-}
+/// What a dry run does with the remove plan instead of applying it (the
+/// command prints it).
+pub type ShowPlan<'s> = &'s mut dyn FnMut(&Plan<'_>) -> Result<()>;
 
-pub fn remove(paths: &Paths, name: &TenantName, purge: bool, dry_run: bool) -> Result<Removal> {
+/// A tenant or its leftovers, removed under the host lock the caller
+/// holds: the checks, then the plan applied, or (with `dry_run`) handed to
+/// it instead (`None` back). `purge`: delete the state instead of archiving.
+pub fn remove(
+    paths: &Paths,
+    name: &TenantName,
+    purge: bool,
+    dry_run: Option<ShowPlan<'_>>,
+) -> Result<Option<Removed>> {
     let sd = DbusSystemd::connect()?;
     let user = paths::user_name(name);
     let unit = paths::unit_name(name);
@@ -87,11 +91,12 @@ pub fn remove(paths: &Paths, name: &TenantName, purge: bool, dry_run: bool) -> R
         archive.clone(),
         extra_after.as_deref(),
     )?;
-    if dry_run {
-        return Ok(Removal::DryRun(plan.describe()?));
+    if let Some(show) = dry_run {
+        show(&plan)?;
+        return Ok(None);
     }
     plan.apply()?;
-    Ok(Removal::Done(Removed {
+    Ok(Some(Removed {
         name: name.clone(),
         archive,
     }))
