@@ -12,9 +12,8 @@ use clap::Args;
 
 use crate::backup;
 use crate::config::HostConfig;
-use crate::identity;
 use crate::lock::HostLock;
-use crate::paths::{self, Paths};
+use crate::paths::Paths;
 use crate::privilege;
 use crate::provision::remove;
 use crate::provision::restore::{self, Restored};
@@ -61,8 +60,7 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
         );
     }
     privilege::require_root("restore")?;
-    let user = paths::user_name(&name);
-    let exists = tenant::load(paths, &name)?.is_some() || identity::lookup(&user).is_some();
+    let exists = restore::exists(paths, &name)?;
     if exists && !args.force {
         bail!(
             "tenant {name} already exists on this host and restore does not overwrite it: restore under another name with --as OTHER, or replace it with --force"

@@ -19,6 +19,12 @@ use crate::runtime;
 use crate::secrets::{self, EnvFile};
 use crate::tenant::{self, Record, TenantName};
 
+/// Whether a tenant of that name is on this host: registered, or its user
+/// exists (`restore` replaces it only with `--force`).
+pub fn exists(paths: &Paths, name: &TenantName) -> Result<bool> {
+    Ok(tenant::load(paths, name)?.is_some() || identity::lookup(&paths::user_name(name)).is_some())
+}
+
 /// The restored tenant as it will be on this host.
 pub struct Restored {
     pub record: Record,
