@@ -11,8 +11,7 @@ use crate::backup;
 use crate::lock::HostLock;
 use crate::paths::Paths;
 use crate::privilege;
-use crate::tenant::registered;
-use crate::tenant::{self, Record};
+use crate::tenant::{self, Record, registered};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
