@@ -16,6 +16,17 @@ pub struct Account {
     pub home: PathBuf,
 }
 
+/// The account as the owner root gives what it makes below a state
+/// directory (here, so that `safefs` needs nothing of this module).
+impl From<&Account> for crate::safefs::Owner {
+    fn from(a: &Account) -> crate::safefs::Owner {
+        crate::safefs::Owner {
+            uid: a.uid,
+            gid: a.gid,
+        }
+    }
+}
+
 /// Look a user up in the system's user database (NSS).
 pub fn lookup(user: &str) -> Option<Account> {
     let u = uzers::get_user_by_name(user)?;

@@ -114,15 +114,6 @@ pub struct Owner {
     pub gid: u32,
 }
 
-impl From<&crate::identity::Account> for Owner {
-    fn from(a: &crate::identity::Account) -> Owner {
-        Owner {
-            uid: a.uid,
-            gid: a.gid,
-        }
-    }
-}
-
 pub(super) fn fchown_fd(fd: BorrowedFd<'_>, path: &Path, owner: Owner) -> Result<()> {
     // fchownat(fd, "", AT_EMPTY_PATH) works on an O_PATH descriptor too.
     fchownat(
