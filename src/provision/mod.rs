@@ -34,3 +34,6 @@ pub mod secret;
 
 pub use add::{Ctx, Start, check_identity};
 pub use restart::push_restart;
+
+#[cfg(test)]
+mod tests;
