@@ -24,6 +24,8 @@
 //! A new plan goes in its own file here, built from the domain modules'
 //! functions; `src/cli/` only parses the arguments, takes the host lock,
 //! prints and picks the exit code. Nothing here depends on the command line.
+//! Each plan's steps, as `--dry-run` prints them, are a golden file in
+//! `tests/golden/plans/` (see `tests.rs`): a new plan adds one there.
 pub mod add;
 pub mod converge;
 pub mod remove;
