@@ -3,6 +3,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -13,6 +14,17 @@ pub struct Account {
     pub uid: u32,
     pub gid: u32,
     pub home: PathBuf,
+}
+
+/// The account as the owner root gives what it makes below a state
+/// directory (here, so that `safefs` needs nothing of this module).
+impl From<&Account> for crate::safefs::Owner {
+    fn from(a: &Account) -> crate::safefs::Owner {
+        crate::safefs::Owner {
+            uid: a.uid,
+            gid: a.gid,
+        }
+    }
 }
 
 /// Look a user up in the system's user database (NSS).
@@ -96,4 +108,26 @@ pub fn processes_of(uid: u32) -> Vec<i32> {
             (meta.uid() == uid).then_some(pid)
         })
         .collect()
+}
+
+/// After the stop job, the kernel may still be reaping; a straggler outside
+/// the unit (none should exist) is killed so userdel can proceed.
+pub fn wait_no_processes(uid: u32) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        let pids = processes_of(uid);
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            for pid in pids {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("processes of uid {uid} are still running after 30 s")
 }

@@ -3,13 +3,9 @@
 //! tree.
 use std::path::{Path, PathBuf};
 
-use crate::tenant::TenantName;
+use crate::name::TenantName;
 
-/// Prefix of every tenant's system user and group (`oc-alice`). Fixed: the
-/// shipped template unit says `User=oc-%i`.
-pub const USER_PREFIX: &str = "oc-";
-/// Linux user names are at most 32 bytes (useradd's limit).
-pub const MAX_USER_NAME: usize = 32;
+pub use crate::name::{MAX_USER_NAME, USER_PREFIX};
 
 #[derive(Debug, Clone)]
 pub struct Paths {

@@ -7,12 +7,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
 use super::print_json;
-use super::secret::registered;
 use crate::backup;
 use crate::lock::HostLock;
 use crate::paths::Paths;
 use crate::privilege;
-use crate::tenant::{self, Record};
+use crate::tenant::{self, Record, registered};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]

@@ -2,10 +2,10 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::secret::registered;
 use crate::devices::{self, Action};
 use crate::paths::Paths;
 use crate::privilege;
+use crate::tenant::registered;
 
 #[derive(Debug, Args)]
 pub struct DevicesArgs {

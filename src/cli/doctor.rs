@@ -4,9 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::JsonArg;
-use super::add::Ctx;
 use super::print_json;
-use super::secret::push_restart;
 use crate::config::HostConfig;
 use crate::doctor::{self, Status};
 use crate::identity;
@@ -15,9 +13,11 @@ use crate::paths::{self, Paths};
 use crate::plan::Step;
 use crate::policy::Tier;
 use crate::privilege;
+use crate::provision::remove;
+use crate::provision::{Ctx, Start, push_restart};
 use crate::statedir;
 use crate::systemd::{DbusSystemd, Systemd};
-use crate::tenant;
+use crate::tenant::{self, TenantName};
 
 #[derive(Debug, Args)]
 pub struct RepairArgs {
@@ -68,15 +68,16 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
     let orphans = doctor::orphan_names(paths, &records);
     if args.remove_orphans && !args.dry_run {
         for name in &orphans {
-            super::remove::run(
-                paths,
-                super::remove::RemoveArgs {
-                    name: name.clone(),
-                    purge: false,
-                    dry_run: false,
-                },
-            )
-            .with_context(|| format!("removing the leftovers of {name}"))?;
+            let _lock = HostLock::acquire(paths)?;
+            let removal = TenantName::parse(name)
+                .map_err(anyhow::Error::from)
+                .and_then(|n| remove::remove(paths, &n, false, None))
+                .with_context(|| format!("removing the leftovers of {name}"))?;
+            if let Some(removed) = removal {
+                for line in removed.report() {
+                    println!("{line}");
+                }
+            }
         }
     }
     let _lock = HostLock::acquire(paths)?;
@@ -102,17 +103,17 @@ pub fn repair(paths: &Paths, args: RepairArgs) -> Result<()> {
         }
         let tier = Tier::load(paths, &r.tier)?;
         let user = paths::user_name(&r.name);
-        let ctx = Ctx::for_record(
+        let ctx = Ctx::new(
             paths,
             &cfg,
             &sd,
             r,
             &tier,
-            &user,
+            &[],
             crate::proxy::extra_domains(&records),
         );
         let state = paths.state_dir(&r.name);
-        let mut plan = ctx.plan(super::add::Start::No, false);
+        let mut plan = ctx.plan(Start::No, false);
         plan.push(Step::new(
             format!("give {} back to {user}", state.display()),
             || {

@@ -6,12 +6,12 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use super::apply::{self, Opts};
 use crate::config::HostConfig;
 use crate::lock::HostLock;
 use crate::onetenant;
 use crate::paths::Paths;
 use crate::privilege;
+use crate::provision::converge::{self, Opts};
 use crate::tenant::{self, TenantName};
 
 #[derive(Debug, Subcommand)]
@@ -71,5 +71,5 @@ pub fn run(paths: &Paths, cmd: DomainCommand) -> Result<()> {
         no_wait: false,
         force: false,
     };
-    apply::converge(paths, &cfg, std::slice::from_ref(&desired), &opts)
+    converge::converge(paths, &cfg, std::slice::from_ref(&desired), &opts)
 }

@@ -3,9 +3,9 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::secret::registered;
 use crate::paths::Paths;
 use crate::privilege;
+use crate::tenant::registered;
 use crate::tenant_exec;
 
 #[derive(Debug, Args)]

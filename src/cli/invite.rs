@@ -7,10 +7,10 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
 use super::print_json;
-use super::secret::registered;
 use crate::invite::{self, mint, store};
 use crate::paths::Paths;
 use crate::privilege;
+use crate::tenant::registered;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]

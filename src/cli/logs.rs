@@ -5,8 +5,8 @@ use std::process::Command;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::secret::registered;
 use crate::paths::{self, Paths};
+use crate::tenant::registered;
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {

@@ -10,23 +10,17 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::add::{Ctx, check_identity};
-use super::secret::push_restart;
 use crate::backup;
 use crate::config::HostConfig;
-use crate::error::Error;
-use crate::identity;
 use crate::lock::HostLock;
-use crate::paths::{self, Paths};
-use crate::plan::Step;
-use crate::policy::Tier;
-use crate::ports;
+use crate::paths::Paths;
 use crate::privilege;
-use crate::proxy;
-use crate::runtime;
-use crate::secrets::{self, EnvFile};
+use crate::provision::remove;
+use crate::provision::restore::{self, Restored};
+use crate::provision::{Ctx, Start, push_restart};
+use crate::secrets;
 use crate::systemd::DbusSystemd;
-use crate::tenant::{self, Record, TenantName};
+use crate::tenant::{self, TenantName};
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
@@ -66,148 +60,43 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
         );
     }
     privilege::require_root("restore")?;
-    let user = paths::user_name(&name);
-    let exists = tenant::load(paths, &name)?.is_some() || identity::lookup(&user).is_some();
+    let exists = restore::exists(paths, &name)?;
     if exists && !args.force {
         bail!(
             "tenant {name} already exists on this host and restore does not overwrite it: restore under another name with --as OTHER, or replace it with --force"
         );
     }
     if exists && !args.dry_run {
-        super::remove::run(
-            paths,
-            super::remove::RemoveArgs {
-                name: name.to_string(),
-                purge: true,
-                dry_run: false,
-            },
-        )
-        .with_context(|| format!("removing the existing tenant {name} (--force)"))?;
+        let _lock = HostLock::acquire(paths)?;
+        let removal = remove::remove(paths, &name, true, None)
+            .with_context(|| format!("removing the existing tenant {name} (--force)"))?;
+        if let Some(removed) = removal {
+            for line in removed.report() {
+                println!("{line}");
+            }
+        }
     }
 
     let _lock = HostLock::acquire(paths)?;
     let cfg = HostConfig::load(paths)?;
-    check_identity(&name, &user, false)?;
-    let tier = match Tier::load(paths, &m.record.tier) {
-        Ok(t) => t,
-        Err(_) => {
-            println!(
-                "tier {} is not defined on this host; using {}",
-                m.record.tier, cfg.tenants.default_tier
-            );
-            Tier::load(paths, &cfg.tenants.default_tier)?
-        }
-    };
-    let runtime_version = if runtime::read_marker(&paths.runtime_dir(&m.record.runtime)).is_some() {
-        m.record.runtime.clone()
-    } else {
-        let v = runtime::default_version(paths).ok_or(Error::NoRuntime)?;
-        println!(
-            "OpenClaw {} (the archived runtime) is not installed here; using {v}",
-            m.record.runtime
-        );
-        v
-    };
-    let others = tenant::list(paths)?;
-    // The archived limits on this host's tier, and the capacity guard, as
-    // `add` checks them.
-    let limits = m
-        .record
-        .limits
-        .apply(tier.limits)
-        .map_err(|e| anyhow::anyhow!("the archived limits on tier {}: {e}", tier.name))?;
-    crate::capacity::check(
-        &cfg.capacity,
-        crate::capacity::host_ram(paths)?,
-        crate::capacity::committed(paths, &others)?.saturating_add(limits.memory_max),
-        &format!(
-            "tenant {name} (tier {}, MemoryMax {})",
-            tier.name,
-            crate::status::human_bytes(Some(limits.memory_max))
-        ),
-        false,
-    )?;
-    let live = ports::live_listeners(paths.root())?;
-    let port = match ports::check_requested(m.record.port, &cfg.ports, &others, &live) {
-        Ok(()) => m.record.port,
-        Err(_) => ports::allocate(&cfg.ports, &others, &live)?,
-    };
-    let record = Record {
-        name: name.clone(),
-        port,
-        block: cfg.ports.block,
-        tier: tier.name.clone(),
-        runtime: runtime_version,
-        created: m.record.created.clone(),
-        domains: restored_domains(&cfg, &name, &m.record.domains, &others),
-        limits: m.record.limits.clone(),
-    };
-    // Every tenant's extra domains, the restored one's included: the proxy
-    // routes them as `add` would.
-    let mut extra_domains = proxy::extra_domains(&others);
-    extra_domains.extend(record.domains.iter().cloned());
+    let Restored {
+        record,
+        tier,
+        extra_domains,
+    } = restore::prepare(paths, &cfg, m, &name, &mut |note| println!("{note}"))?;
+    let port = record.port;
     let sd = DbusSystemd::connect()?;
-    let ctx = Ctx::for_record(paths, &cfg, &sd, &record, &tier, &user, extra_domains);
-    let state = paths.state_dir(&name);
+    let ctx = Ctx::new(paths, &cfg, &sd, &record, &tier, &[], extra_domains);
     let archive = &args.file;
-    let old_name = m.record.name.clone();
-    let old_port = m.record.port;
-    let new_name = &name;
-    let env_path = paths.secrets_file(&name);
-    let mut plan = ctx.plan(super::add::Start::No, false);
-    plan.push(Step::new(
-        format!(
-            "unpack the state in {} into {}",
-            archive.display(),
-            state.display()
-        ),
-        || Ok(false),
-        || {
-            let account = identity::lookup(&user).context("the tenant user is missing")?;
-            // As the tenant, in its sandbox: the archive's links and names
-            // reach only what the tenant could reach.
-            let fix = backup::ConfigFix {
-                home: (&old_name != new_name).then(|| {
-                    (
-                        paths::home_dir(&old_name).display().to_string(),
-                        paths::home_dir(new_name).display().to_string(),
-                    )
-                }),
-                port: (old_port != port).then_some(port),
-            };
-            backup::extract_verified(archive, m, &state, &account, &fix)?;
-            Ok(())
-        },
-    ));
-    if let Some(archived) = &contents.secrets {
-        let keep_token = args.keep_token;
-        let env_path = &env_path;
-        plan.push(Step::new(
-            format!(
-                "restore the archived secrets into {}{}",
-                env_path.display(),
-                if keep_token {
-                    " (keeping the archived gateway token)"
-                } else {
-                    " (with a new gateway token)"
-                }
-            ),
-            || Ok(false),
-            move || {
-                let old = EnvFile::parse(&String::from_utf8_lossy(archived))
-                    .context("parsing the archived secrets")?;
-                let mut env = EnvFile::load(env_path)?.unwrap_or_default();
-                for key in old.keys() {
-                    let own = secrets::SETTINGS_KEYS.contains(&key);
-                    if own || (key == secrets::TOKEN_KEY && !keep_token) {
-                        continue;
-                    }
-                    env.set(key, old.get(key).unwrap_or_default())?;
-                }
-                env.store(env_path, new_name.as_str())
-            },
-        ));
-    }
+    let mut plan = ctx.plan(Start::No, false);
+    restore::push_steps(
+        &mut plan,
+        paths,
+        &contents,
+        archive,
+        &record,
+        args.keep_token,
+    );
     push_restart(&mut plan, paths, &sd, &record);
 
     if args.dry_run {
@@ -250,28 +139,4 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
         }
     );
     Ok(())
-}
-
-/// The archived extra domains that this host can route to the restored
-/// tenant; one that another tenant holds here is dropped with a note.
-fn restored_domains(
-    cfg: &HostConfig,
-    name: &TenantName,
-    archived: &[String],
-    others: &[Record],
-) -> Vec<String> {
-    let others: Vec<Record> = others.iter().filter(|r| &r.name != name).cloned().collect();
-    archived
-        .iter()
-        .filter(|d| {
-            let ok =
-                proxy::check_extra_domains(&cfg.proxy, name, std::slice::from_ref(*d), &others)
-                    .is_ok();
-            if !ok {
-                println!("extra domain {d} is not restored: it is taken or not valid here");
-            }
-            ok
-        })
-        .cloned()
-        .collect()
 }

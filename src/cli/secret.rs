@@ -10,14 +10,14 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use super::print_json;
-use crate::error::Error;
 use crate::lock::HostLock;
-use crate::paths::{self, Paths};
-use crate::plan::{Plan, Step};
+use crate::paths::Paths;
+use crate::plan::Plan;
 use crate::privilege;
-use crate::secrets::{self, EnvFile};
-use crate::systemd::{DbusSystemd, Systemd};
-use crate::tenant::{self, Record, TenantName};
+use crate::provision::{push_restart, secret};
+use crate::secrets;
+use crate::systemd::DbusSystemd;
+use crate::tenant::{Record, registered};
 
 #[derive(Debug, Subcommand)]
 pub enum SecretCommand {
@@ -70,24 +70,6 @@ pub fn run(paths: &Paths, cmd: SecretCommand) -> Result<()> {
     }
 }
 
-/// The registered tenant, or the one-line error naming it.
-pub(crate) fn registered(paths: &Paths, raw: &str) -> Result<Record> {
-    let name = TenantName::parse(raw)?;
-    Ok(tenant::load(paths, &name)?.ok_or(Error::UnknownTenant {
-        name: name.to_string(),
-    })?)
-}
-
-fn load_env(paths: &Paths, name: &TenantName) -> Result<EnvFile> {
-    let path = paths.secrets_file(name);
-    EnvFile::load(&path)?.with_context(|| {
-        format!(
-            "{} is missing: run `sudo ocusers repair` to recreate it",
-            path.display()
-        )
-    })
-}
-
 fn set(paths: &Paths, args: SetArgs) -> Result<()> {
     secrets::check_operator_key(&args.key)?;
     let record = registered(paths, &args.name)?;
@@ -114,19 +96,8 @@ fn set(paths: &Paths, args: SetArgs) -> Result<()> {
     let value = secrets::value_from_input(&args.key, &raw)?;
     let _lock = HostLock::acquire(paths)?;
     let sd = connect_if(args.restart)?;
-    let name = &record.name;
-    let path = paths.secrets_file(name);
     let key = args.key.as_str();
-    let mut plan = Plan::new(name.as_str(), "secret-set");
-    plan.push(Step::new(
-        format!("set {key} in {}", path.display()),
-        || Ok(load_env(paths, name)?.get(key) == Some(value.as_str())),
-        || {
-            let mut env = load_env(paths, name)?;
-            env.set(key, &value)?;
-            env.store(&path, name.as_str())
-        },
-    ));
+    let plan = secret::set(paths, &record, key, value);
     apply(paths, &record, plan, key, sd.as_ref(), args.dry_run)
 }
 
@@ -136,19 +107,8 @@ fn unset(paths: &Paths, args: UnsetArgs) -> Result<()> {
     privilege::require_root("secret unset")?;
     let _lock = HostLock::acquire(paths)?;
     let sd = connect_if(args.restart)?;
-    let name = &record.name;
-    let path = paths.secrets_file(name);
     let key = args.key.as_str();
-    let mut plan = Plan::new(name.as_str(), "secret-unset");
-    plan.push(Step::new(
-        format!("remove {key} from {}", path.display()),
-        || Ok(load_env(paths, name)?.get(key).is_none()),
-        || {
-            let mut env = load_env(paths, name)?;
-            env.unset(key);
-            env.store(&path, name.as_str())
-        },
-    ));
+    let plan = secret::unset(paths, &record, key);
     apply(paths, &record, plan, key, sd.as_ref(), args.dry_run)
 }
 
@@ -192,46 +152,10 @@ fn apply<'a>(
     Ok(())
 }
 
-/// Restart the tenant's gateway and wait until it answers ready.
-pub(crate) fn push_restart<'a>(
-    plan: &mut Plan<'a>,
-    paths: &'a Paths,
-    sd: &'a dyn Systemd,
-    record: &'a Record,
-) {
-    let unit = paths::unit_name(&record.name);
-    let timeout = crate::config::HostConfig::load(paths)
-        .map(|c| c.tenants.ready_timeout)
-        .unwrap_or(180);
-    plan.push(Step::new(
-        format!("restart {unit} and wait until it is ready (at most {timeout} s)"),
-        || Ok(false),
-        move || {
-            sd.reset_failed(&unit)?;
-            sd.restart(&unit)?;
-            crate::status::wait_unit_ready(
-                sd,
-                &unit,
-                record.port,
-                std::time::Duration::from_secs(timeout),
-            )
-            .map(|_| ())
-            .map_err(|detail| {
-                Error::NotReady {
-                    name: record.name.to_string(),
-                    seconds: timeout,
-                    detail,
-                }
-                .into()
-            })
-        },
-    ));
-}
-
 fn list(paths: &Paths, raw: &str, json: bool) -> Result<()> {
     let record = registered(paths, raw)?;
     privilege::require_root("secret list")?;
-    let env = load_env(paths, &record.name)?;
+    let env = secret::load_env(paths, &record.name)?;
     // The operator's secrets; ocusers' own keys are listed apart.
     let (own, user): (Vec<&str>, Vec<&str>) =
         env.keys().partition(|k| secrets::RESERVED_KEYS.contains(k));

@@ -7,12 +7,12 @@
 use anyhow::Result;
 use clap::{ArgGroup, Args};
 
-use super::apply::{self, Opts};
 use crate::config::HostConfig;
 use crate::lock::HostLock;
 use crate::onetenant::{self, Settings};
 use crate::paths::Paths;
 use crate::privilege;
+use crate::provision::converge::{self, Opts};
 use crate::tenant::{self, TenantName};
 
 #[derive(Debug, Args)]
@@ -83,7 +83,7 @@ pub fn run(paths: &Paths, args: SetArgs) -> Result<()> {
         no_wait: args.no_wait,
         force: args.force,
     };
-    apply::converge(paths, &cfg, std::slice::from_ref(&desired), &opts)
+    converge::converge(paths, &cfg, std::slice::from_ref(&desired), &opts)
 }
 
 /// The command as the operator typed it, for the plan's title.

@@ -5,12 +5,11 @@
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::secret::{push_restart, registered};
 use crate::lock::HostLock;
-use crate::plan::{Plan, Step};
 use crate::privilege;
-use crate::secrets::{self, EnvFile};
+use crate::provision::secret;
 use crate::systemd::DbusSystemd;
+use crate::tenant::registered;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -30,28 +29,9 @@ pub fn run(paths: &crate::paths::Paths, cmd: TokenCommand) -> Result<()> {
     let _lock = HostLock::acquire(paths)?;
     let name = &record.name;
     let path = paths.secrets_file(name);
-    let old = EnvFile::load(&path)?;
-    let new_token = secrets::new_token()?;
+    let rotation = secret::Rotation::new(paths, &record)?;
     let sd = DbusSystemd::connect()?;
-    let mut plan = Plan::new(name.as_str(), "token-rotate");
-    let (p_apply, p_revert) = (path.clone(), path.clone());
-    let old_for_revert = old.clone();
-    plan.push(
-        Step::new(
-            format!("write a new {} into {}", secrets::TOKEN_KEY, path.display()),
-            || Ok(false),
-            move || {
-                let mut env = EnvFile::load(&p_apply)?.unwrap_or_default();
-                env.set(secrets::TOKEN_KEY, &new_token)?;
-                env.store(&p_apply, name.as_str())
-            },
-        )
-        .revert(move || match &old_for_revert {
-            Some(env) => env.store(&p_revert, name.as_str()),
-            None => Ok(()),
-        }),
-    );
-    push_restart(&mut plan, paths, &sd, &record);
+    let plan = rotation.plan(paths, &sd, &record);
     if dry_run {
         println!("plan for tenant {name}:");
         print!("{}", plan.describe()?);
@@ -60,9 +40,7 @@ pub fn run(paths: &crate::paths::Paths, cmd: TokenCommand) -> Result<()> {
     }
     if let Err(e) = plan.apply() {
         // The old token is back in the file; start the gateway with it.
-        let unit = crate::paths::unit_name(name);
-        let _ = crate::systemd::Systemd::reset_failed(&sd, &unit);
-        let _ = crate::systemd::Systemd::restart(&sd, &unit);
+        secret::after_failed_rotation(&sd, name);
         return Err(e);
     }
     println!(

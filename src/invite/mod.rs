@@ -27,10 +27,10 @@ use serde::Serialize;
 use crate::paths::Paths;
 use crate::tenant::TenantName;
 
-/// The path every invite link starts with (the proxy routes it).
-pub const PATH_PREFIX: &str = "/ocusers-invite/";
-/// Where `ocusers-invite.socket` listens (loopback; the proxy is the client).
-pub const ADDR: &str = "127.0.0.1:9124";
+/// The path every invite link starts with, and where
+/// `ocusers-invite.socket` listens: defined where the proxy that routes
+/// them is, so `proxy` needs nothing of this module.
+pub use crate::proxy::{INVITE_ADDR as ADDR, INVITE_PATH_PREFIX as PATH_PREFIX};
 /// The socket unit of the endpoint.
 pub const SOCKET_UNIT: &str = "ocusers-invite.socket";
 /// Default and longest lifetime of an invite.

@@ -2,8 +2,8 @@
 //! routes each host name to its link in the hosts directory.
 use std::fmt::Write as _;
 
+use super::{INVITE_ADDR, INVITE_PATH_PREFIX as INVITE_PREFIX};
 use super::{ProxyConfig, Tls};
-use crate::invite::{ADDR as INVITE_ADDR, PATH_PREFIX as INVITE_PREFIX};
 use crate::paths::PROXY_HOSTS_DIR;
 
 pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {

@@ -34,6 +34,14 @@ use crate::paths::{self, Paths};
 use crate::process;
 use crate::tenant::{Record, TenantName};
 
+/// The path every invite link starts with: the proxy routes it, on every
+/// tenant host, to the invite endpoint (`crate::invite`, which re-exports
+/// it as `invite::PATH_PREFIX`).
+pub const INVITE_PATH_PREFIX: &str = "/ocusers-invite/";
+/// Where `ocusers-invite.socket` listens (loopback; the proxy is the
+/// client); `invite::ADDR`.
+pub const INVITE_ADDR: &str = "127.0.0.1:9124";
+
 pub use origins::{origins_step, public_origins};
 pub use steps::{global_steps, route_removal_step, route_step, stale_links_step};
 

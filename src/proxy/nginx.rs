@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use super::ProxyConfig;
-use crate::invite::{ADDR as INVITE_ADDR, PATH_PREFIX as INVITE_PREFIX};
+use super::{INVITE_ADDR, INVITE_PATH_PREFIX as INVITE_PREFIX};
 use crate::paths::PROXY_HOSTS_DIR;
 
 pub fn render(cfg: &ProxyConfig, extra: &[String]) -> String {

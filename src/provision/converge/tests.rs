@@ -1,16 +1,15 @@
 //! The plans `ocusers set` and `ocusers domain` hand to apply, against a
 //! temporary root and a systemd that reports a running alice: which steps
 //! are left to do (nothing is applied).
-use std::time::Duration;
 
 use anyhow::{Result, bail};
 
-use super::super::add::{Ctx, Start};
 use crate::config::HostConfig;
 use crate::manifest::Desired;
 use crate::onetenant::{self, Settings};
 use crate::paths::{self, Paths};
 use crate::policy::Tier;
+use crate::provision::{Ctx, Start};
 use crate::secrets::{self, EnvFile};
 use crate::systemd::{SocketBind, Systemd, UnitInfo};
 use crate::tenant::{self, Record, TenantName};
@@ -141,24 +140,11 @@ fn todo(h: &Host, desired: &Desired) -> Vec<String> {
         limits: desired.overrides.clone(),
         ..h.alice.clone()
     };
-    let user = paths::user_name(&record.name);
     let others: Vec<Record> = Vec::new();
     let mut extra = crate::proxy::extra_domains(&others);
     extra.extend(record.domains.iter().cloned());
-    let ctx = Ctx {
-        paths: &h.paths,
-        cfg: &h.cfg,
-        sd: &sd,
-        record: &record,
-        tier: &desired.tier,
-        limits: desired.limits,
-        secrets: &[],
-        user: &user,
-        unit: paths::unit_name(&record.name),
-        proxy: &h.cfg.proxy,
-        extra_domains: extra,
-        ready_timeout: Duration::from_secs(5),
-    };
+    let ctx = Ctx::new(&h.paths, &h.cfg, &sd, &record, &desired.tier, &[], extra);
+    assert_eq!(ctx.limits, desired.limits);
     ctx.plan(Start::Wait, true).todo().unwrap()
 }
 
