@@ -135,8 +135,9 @@ pub fn resolve(
     })
 }
 
-/// The tenant `add` makes or completes: its registry entry as it will be,
-/// its tier, and every tenant's extra domains with its own.
+/// The tenant `add` makes or completes (or `restore` brings back): its
+/// registry entry as it will be, its tier, and every tenant's extra domains
+/// with its own.
 pub struct Prepared {
     pub record: Record,
     pub tier: Tier,

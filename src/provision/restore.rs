@@ -25,13 +25,9 @@ pub fn exists(paths: &Paths, name: &TenantName) -> Result<bool> {
     Ok(tenant::load(paths, name)?.is_some() || identity::lookup(&paths::user_name(name)).is_some())
 }
 
-/// The restored tenant as it will be on this host.
-pub struct Restored {
-    pub record: Record,
-    pub tier: Tier,
-    /// Every tenant's extra domains, the restored one's included.
-    pub extra_domains: Vec<String>,
-}
+/// The restored tenant as it will be on this host: its record, its tier,
+/// and every tenant's extra domains with its own (what `add` prepares).
+pub use super::request::Prepared as Restored;
 
 /// The archived record made to fit this host: its tier (or the default
 /// one), its runtime (or the default one), its port (or the next free

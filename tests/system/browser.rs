@@ -63,13 +63,7 @@ pub fn browser_control_ui_chat(fx: &Fixture) -> R {
 
     // A reply the page cannot show unless the model sent it: fresh per run
     // and not part of the message.
-    let nonce = format!(
-        "{:08x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ std::process::id())
-            .unwrap_or(0)
-    );
+    let nonce = scripted::nonce();
     let reply = format!("Scripted lobster reply {nonce}");
     let message = format!("Hello from the browser trial ({nonce:.4})");
     let model = Scripted::start(reply.clone(), None)?;

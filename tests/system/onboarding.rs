@@ -141,13 +141,7 @@ pub fn readme_onboarding(fx: &Fixture) -> R {
     let name = section.value("NAME")?.to_string();
     let key_file = section.value("PROVIDER_KEY_FILE")?.to_string();
     let bot_file = section.value("BOT_TOKEN_FILE")?.to_string();
-    let nonce = format!(
-        "{:08x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() ^ std::process::id())
-            .unwrap_or(0)
-    );
+    let nonce = scripted::nonce();
     let keys = Keys {
         provider: format!("sk-ant-onboarding-{nonce}-notreal"),
         bot: format!("7654321:AAonboarding{nonce}NotReal"),

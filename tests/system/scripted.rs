@@ -162,6 +162,18 @@ impl Drop for Scripted {
     }
 }
 
+/// A short value fresh per run (for replies and keys a test must not find
+/// unless the code under test carried them).
+pub fn nonce() -> String {
+    format!(
+        "{:08x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() ^ std::process::id())
+            .unwrap_or(0)
+    )
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
