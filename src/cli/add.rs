@@ -82,12 +82,13 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
     let plan = ctx.plan(start, false);
 
     if args.dry_run {
-        println!(
-            "plan for `ocusers add {name}` (port {port}, tier {}, openclaw {}):",
-            tier.name, record.runtime
-        );
-        print!("{}", plan.describe()?);
-        println!("dry run: nothing changed");
+        super::print_plan(
+            &format!(
+                "plan for `ocusers add {name}` (port {port}, tier {}, openclaw {}):",
+                tier.name, record.runtime
+            ),
+            &plan,
+        )?;
         return Ok(());
     }
 

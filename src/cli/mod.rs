@@ -185,6 +185,15 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
+/// What `--dry-run` prints: the title, each step marked done or to do, and
+/// that nothing changed.
+fn print_plan(title: &str, plan: &crate::plan::Plan<'_>) -> anyhow::Result<()> {
+    println!("{title}");
+    print!("{}", plan.describe()?);
+    println!("dry run: nothing changed");
+    Ok(())
+}
+
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())

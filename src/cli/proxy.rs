@@ -80,9 +80,7 @@ fn sync(paths: &Paths, args: SyncArgs) -> Result<()> {
         plan.push(proxy::origins_step(paths, &cfg, r));
     }
     if args.dry_run {
-        println!("plan for `ocusers proxy sync`:");
-        print!("{}", plan.describe()?);
-        println!("dry run: nothing changed");
+        super::print_plan("plan for `ocusers proxy sync`:", &plan)?;
         return Ok(());
     }
     let outcome = plan.apply()?;

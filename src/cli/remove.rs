@@ -26,9 +26,7 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
     privilege::require_root("remove")?;
     let _lock = HostLock::acquire(paths)?;
     let mut show = |plan: &Plan<'_>| -> Result<()> {
-        println!("plan for `ocusers remove {name}`:");
-        print!("{}", plan.describe()?);
-        println!("dry run: nothing changed");
+        super::print_plan(&format!("plan for `ocusers remove {name}`:"), plan)?;
         Ok(())
     };
     let dry_run = args.dry_run.then_some(&mut show as ShowPlan<'_>);

@@ -100,15 +100,16 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
     push_restart(&mut plan, paths, &sd, &record);
 
     if args.dry_run {
-        println!(
+        let mut title = format!(
             "plan for `ocusers restore` of {} as {name} (port {port}, tier {}, openclaw {}):",
             m.tenant, tier.name, record.runtime
         );
         if exists {
-            println!("  (first: remove the existing tenant {name}, --force)");
+            title.push_str(&format!(
+                "\n  (first: remove the existing tenant {name}, --force)"
+            ));
         }
-        print!("{}", plan.describe()?);
-        println!("dry run: nothing changed");
+        super::print_plan(&title, &plan)?;
         return Ok(());
     }
     let started = std::time::Instant::now();

@@ -134,9 +134,7 @@ fn apply<'a>(
         push_restart(&mut plan, paths, sd, record);
     }
     if dry_run {
-        println!("plan for tenant {name}:");
-        print!("{}", plan.describe()?);
-        println!("dry run: nothing changed");
+        super::print_plan(&format!("plan for tenant {name}:"), &plan)?;
         return Ok(());
     }
     let outcome = plan.apply()?;

@@ -33,9 +33,7 @@ pub fn run(paths: &crate::paths::Paths, cmd: TokenCommand) -> Result<()> {
     let sd = DbusSystemd::connect()?;
     let plan = rotation.plan(paths, &sd, &record);
     if dry_run {
-        println!("plan for tenant {name}:");
-        print!("{}", plan.describe()?);
-        println!("dry run: nothing changed");
+        super::print_plan(&format!("plan for tenant {name}:"), &plan)?;
         return Ok(());
     }
     if let Err(e) = plan.apply() {
