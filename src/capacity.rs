@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 
 use crate::config::CapacityConfig;
+use crate::display::human_bytes;
 use crate::error::Error;
 use crate::paths::Paths;
 use crate::policy::{Limits, Tier};
-use crate::status::human_bytes;
 use crate::tenant::Record;
 
 /// The host's RAM in bytes (`MemTotal` of `/proc/meminfo`; a file under the

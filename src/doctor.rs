@@ -463,7 +463,7 @@ fn disk(paths: &Paths) -> Vec<Check> {
                 let avail = s.blocks_available() * s.fragment_size();
                 let text = format!(
                     "{} free for {what} ({})",
-                    crate::status::human_bytes(Some(avail)),
+                    crate::display::human_bytes(Some(avail)),
                     dir.display()
                 );
                 out.push(if avail < GIB {

@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod devices;
+pub mod display;
 pub mod doctor;
 pub mod error;
 pub mod firewall;

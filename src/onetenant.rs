@@ -12,12 +12,12 @@ use anyhow::Result;
 
 use crate::capacity;
 use crate::config::HostConfig;
+use crate::display::human_bytes;
 use crate::error::Error;
 use crate::manifest::Desired;
 use crate::paths::Paths;
 use crate::policy::{LimitOverrides, Limits, Tier};
 use crate::proxy;
-use crate::status::human_bytes;
 use crate::systemd::{DbusSystemd, Systemd};
 use crate::tenant::{Record, TenantName};
 

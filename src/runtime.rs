@@ -189,7 +189,7 @@ pub fn install(
     let marker = Marker {
         openclaw: version.clone(),
         node: node_version,
-        installed: now_rfc3339(),
+        installed: crate::display::now_rfc3339(),
     };
     fsutil::write_atomic(
         &staging.join(MARKER),
@@ -369,10 +369,6 @@ fn relink(link: &Path, target: &Path) -> Result<()> {
     std::fs::rename(&tmp, link).with_context(|| format!("replacing {}", link.display()))
 }
 
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-}
-
 /// Lay out a complete (empty) runtime prefix for `version`, as tests need.
 #[cfg(test)]
 pub(crate) fn fake_installed(paths: &Paths, version: &str) {
@@ -381,7 +377,7 @@ pub(crate) fn fake_installed(paths: &Paths, version: &str) {
     let m = Marker {
         openclaw: version.into(),
         node: "v24.21.0".into(),
-        installed: now_rfc3339(),
+        installed: crate::display::now_rfc3339(),
     };
     std::fs::write(prefix.join(MARKER), toml::to_string(&m).unwrap()).unwrap();
 }
@@ -432,7 +428,7 @@ mod tests {
         let m = Marker {
             openclaw: "2026.9.6".into(),
             node: "v24.21.0".into(),
-            installed: now_rfc3339(),
+            installed: crate::display::now_rfc3339(),
         };
         std::fs::write(v.join(MARKER), toml::to_string(&m).unwrap()).unwrap();
         set_default(&paths, "2026.9.6").unwrap();

@@ -431,7 +431,7 @@ mod tests {
         let paths = Paths::new(dir.path());
         assert!(load_last(&paths).unwrap().is_none());
         let mut last = LastUpgrade {
-            at: runtime::now_rfc3339(),
+            at: crate::display::now_rfc3339(),
             to: "2026.9.6".into(),
             previous_default: Some("2026.9.5".into()),
             ..Default::default()

@@ -368,7 +368,7 @@ fn write_archive<W: Write>(
     let manifest = Manifest {
         format: FORMAT,
         tenant: record.name.to_string(),
-        created: crate::runtime::now_rfc3339(),
+        created: crate::display::now_rfc3339(),
         ocusers_version: env!("CARGO_PKG_VERSION").to_string(),
         record: record.clone(),
         with_secrets: secrets.is_some(),

@@ -6,12 +6,12 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::config::HostConfig;
+use crate::display::human_bytes;
 use crate::lock::HostLock;
 use crate::paths::Paths;
 use crate::privilege;
 use crate::provision::add::{self, Ctx, Prepared, Request, Start};
 use crate::secrets;
-use crate::status::human_bytes;
 use crate::systemd::DbusSystemd;
 use crate::tenant::{self, TenantName};
 

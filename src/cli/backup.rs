@@ -109,7 +109,7 @@ fn one(paths: &Paths, r: &Record, out: &std::path::Path, with_secrets: bool) -> 
         "{}: {} ({}, {:.1} s{})",
         r.name,
         path.display(),
-        crate::status::human_bytes(Some(size)),
+        crate::display::human_bytes(Some(size)),
         started.elapsed().as_secs_f64(),
         if with_secrets { ", with secrets" } else { "" }
     );
@@ -143,7 +143,7 @@ fn verify(paths: &Paths, file: &std::path::Path, json: bool) -> Result<()> {
         m.tenant,
         m.created,
         files,
-        crate::status::human_bytes(Some(bytes)),
+        crate::display::human_bytes(Some(bytes)),
         m.sqlite.len(),
         if m.with_secrets {
             "with secrets"

@@ -3,8 +3,9 @@ use anyhow::Result;
 use serde_json::json;
 
 use super::{JsonArg, print_json};
+use crate::display::{human_bytes, human_duration};
 use crate::paths::Paths;
-use crate::status::{self, human_bytes, human_duration};
+use crate::status;
 use crate::tenant;
 
 pub fn run(paths: &Paths, args: JsonArg) -> Result<()> {

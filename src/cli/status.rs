@@ -4,10 +4,11 @@ use clap::Args;
 use serde_json::json;
 
 use super::print_json;
+use crate::display::{human_bytes, human_duration};
 use crate::error::Error;
 use crate::health::Readiness;
 use crate::paths::Paths;
-use crate::status::{self, TenantStatus, human_bytes, human_duration};
+use crate::status::{self, TenantStatus};
 use crate::tenant::{self, TenantName};
 
 #[derive(Debug, Args)]

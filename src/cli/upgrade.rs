@@ -117,7 +117,7 @@ pub fn run(paths: &Paths, args: UpgradeArgs) -> Result<()> {
         back_timeout: timeout.max(Duration::from_secs(cfg.tenants.ready_timeout)),
     };
     let mut last = LastUpgrade {
-        at: runtime::now_rfc3339(),
+        at: crate::display::now_rfc3339(),
         to: to.clone(),
         previous_default: previous_default.clone(),
         from: Default::default(),

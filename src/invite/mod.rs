@@ -77,17 +77,13 @@ pub struct Shown {
     pub expired: bool,
 }
 
-pub fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
-}
-
 pub fn shown(inv: &store::Invite, url: Option<String>, now: u64) -> Shown {
     Shown {
         id: inv.id.clone(),
         tenant: inv.tenant.clone(),
         url,
-        created: rfc3339(inv.created),
-        expires: rfc3339(inv.expires),
+        created: crate::display::rfc3339(inv.created),
+        expires: crate::display::rfc3339(inv.expires),
         expired: now >= inv.expires,
     }
 }
@@ -128,7 +124,7 @@ pub fn create(
         &format!(
             "invite {} created, expires {}",
             inv.id,
-            rfc3339(inv.expires)
+            crate::display::rfc3339(inv.expires)
         ),
     );
     let url = link(&host, port, &inv.id, &secret);

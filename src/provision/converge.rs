@@ -15,6 +15,7 @@ use anyhow::Result;
 use super::add::{Ctx, Start, check_identity};
 use crate::capacity;
 use crate::config::HostConfig;
+use crate::display::human_bytes;
 use crate::error::Error;
 use crate::identity::Account;
 use crate::manifest::Desired;
@@ -23,7 +24,6 @@ use crate::plan::Plan;
 use crate::ports;
 use crate::proxy;
 use crate::runtime;
-use crate::status::human_bytes;
 use crate::systemd::DbusSystemd;
 use crate::tenant::{self, Record, TenantName};
 
@@ -103,7 +103,7 @@ pub fn converge(paths: &Paths, cfg: &HostConfig, desired: &[Desired], args: &Opt
                     block: cfg.ports.block,
                     tier: d.tier.name.clone(),
                     runtime: version,
-                    created: runtime::now_rfc3339(),
+                    created: crate::display::now_rfc3339(),
                     domains: d.domains.clone(),
                     limits: d.overrides.clone(),
                 };

@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use crate::capacity;
 use crate::config::HostConfig;
+use crate::display::human_bytes;
 use crate::error::Error;
 use crate::identity;
 use crate::paths::{self, Paths};
@@ -12,7 +13,6 @@ use crate::policy::Tier;
 use crate::ports;
 use crate::proxy;
 use crate::runtime;
-use crate::status::human_bytes;
 use crate::tenant::{self, Record, TenantName};
 
 /// What the command line asks of `ocusers add NAME`.
@@ -183,7 +183,7 @@ pub fn prepare(
         runtime: runtime_version,
         created: existing
             .as_ref()
-            .map_or_else(runtime::now_rfc3339, |r| r.created.clone()),
+            .map_or_else(crate::display::now_rfc3339, |r| r.created.clone()),
         domains,
         limits: existing
             .as_ref()

@@ -77,7 +77,7 @@ pub fn prepare(
         &format!(
             "tenant {name} (tier {}, MemoryMax {})",
             tier.name,
-            crate::status::human_bytes(Some(limits.memory_max))
+            crate::display::human_bytes(Some(limits.memory_max))
         ),
         false,
     )?;
