@@ -79,6 +79,17 @@ pub fn registered(paths: &Paths, raw: &str) -> Result<Record> {
     })?)
 }
 
+/// The commands that take `[NAME]`: that registered tenant (or the error
+/// naming it), or every tenant without one.
+pub fn one_or_all(paths: &Paths, name: Option<&TenantName>) -> Result<Vec<Record>> {
+    match name {
+        Some(name) => Ok(vec![load(paths, name)?.ok_or(Error::UnknownTenant {
+            name: name.to_string(),
+        })?]),
+        None => list(paths),
+    }
+}
+
 /// Every registered tenant, by name.
 pub fn list(paths: &Paths) -> Result<Vec<Record>> {
     let dir = paths.registry_dir();

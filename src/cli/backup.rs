@@ -11,7 +11,7 @@ use crate::backup;
 use crate::lock::HostLock;
 use crate::paths::Paths;
 use crate::privilege;
-use crate::tenant::{self, Record, registered};
+use crate::tenant::{self, Record, TenantName};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -48,10 +48,8 @@ pub fn run(paths: &Paths, args: BackupArgs) -> Result<()> {
     if let Some(BackupCommand::Verify { file, json }) = args.verify {
         return verify(paths, &file, json);
     }
-    let records: Vec<Record> = match &args.name {
-        Some(raw) => vec![registered(paths, raw)?],
-        None => tenant::list(paths)?,
-    };
+    let name = args.name.as_deref().map(TenantName::parse).transpose()?;
+    let records = tenant::one_or_all(paths, name.as_ref())?;
     privilege::require_root("backup")?;
     let _lock = HostLock::acquire(paths)?;
     let out = args.out.unwrap_or_else(|| paths.lib_dir().join("backups"));

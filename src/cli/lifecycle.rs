@@ -6,7 +6,6 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::config::HostConfig;
-use crate::error::Error;
 use crate::paths::{self, Paths};
 use crate::privilege;
 use crate::systemd::{DbusSystemd, Systemd};
@@ -35,21 +34,9 @@ pub fn run(paths: &Paths, action: Action, target: Target) -> Result<()> {
         Action::Stop => "stop",
         Action::Restart => "restart",
     };
-    let records = match &target.name {
-        Some(raw) => {
-            let name = TenantName::parse(raw)?;
-            privilege::require_root(verb)?;
-            vec![
-                tenant::load(paths, &name)?.ok_or_else(|| Error::UnknownTenant {
-                    name: name.to_string(),
-                })?,
-            ]
-        }
-        None => {
-            privilege::require_root(verb)?;
-            tenant::list(paths)?
-        }
-    };
+    let name = target.name.as_deref().map(TenantName::parse).transpose()?;
+    privilege::require_root(verb)?;
+    let records = tenant::one_or_all(paths, name.as_ref())?;
     let cfg = HostConfig::load(paths)?;
     let sd = DbusSystemd::connect()?;
     let mut failed = 0;

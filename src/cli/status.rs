@@ -5,7 +5,6 @@ use serde_json::json;
 
 use super::print_json;
 use crate::display::{human_bytes, human_duration};
-use crate::error::Error;
 use crate::health::Readiness;
 use crate::paths::Paths;
 use crate::status::{self, TenantStatus};
@@ -21,16 +20,8 @@ pub struct StatusArgs {
 }
 
 pub fn run(paths: &Paths, args: StatusArgs) -> Result<()> {
-    let records = match &args.name {
-        Some(raw) => {
-            let name = TenantName::parse(raw)?;
-            let record = tenant::load(paths, &name)?.ok_or_else(|| Error::UnknownTenant {
-                name: name.to_string(),
-            })?;
-            vec![record]
-        }
-        None => tenant::list(paths)?,
-    };
+    let name = args.name.as_deref().map(TenantName::parse).transpose()?;
+    let records = tenant::one_or_all(paths, name.as_ref())?;
     let statuses = status::collect_all(&records)?;
     if args.json {
         return match (&args.name, statuses.first()) {
