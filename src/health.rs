@@ -104,6 +104,23 @@ pub fn wait_ready(
     })
 }
 
+/// Wait until the gateway behind `unit` answers ready on `port`, failing at
+/// once if systemd reports the unit failed or stopped.
+pub fn wait_unit_ready(
+    sd: &dyn crate::systemd::Systemd,
+    unit: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    wait_ready(port, timeout, || {
+        let u = sd.unit(unit).map_err(|e| format!("{e:#}"))?;
+        match u.active_state.as_str() {
+            "failed" | "inactive" => Err(format!("{unit} is {} ({})", u.active_state, u.result)),
+            _ => Ok(()),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

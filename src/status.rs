@@ -200,23 +200,6 @@ fn assemble(record: &Record, info: UnitInfo, readiness: Readiness) -> TenantStat
     }
 }
 
-/// Wait until the gateway behind `unit` answers ready on `port`, failing at
-/// once if systemd reports the unit failed or stopped.
-pub fn wait_unit_ready(
-    sd: &dyn Systemd,
-    unit: &str,
-    port: u16,
-    timeout: Duration,
-) -> Result<Duration, String> {
-    health::wait_ready(port, timeout, || {
-        let u = sd.unit(unit).map_err(|e| format!("{e:#}"))?;
-        match u.active_state.as_str() {
-            "failed" | "inactive" => Err(format!("{unit} is {} ({})", u.active_state, u.result)),
-            _ => Ok(()),
-        }
-    })
-}
-
 /// Status of every record; systemd is only asked when there is a tenant.
 pub fn collect_all(records: &[Record]) -> Result<Vec<TenantStatus>> {
     if records.is_empty() {

@@ -183,7 +183,7 @@ impl Mover<'_> {
             .and_then(|_| self.sd.restart(&unit))
             .map_err(|e| format!("{e:#}"))?;
         let job = start.elapsed();
-        crate::status::wait_unit_ready(self.sd, &unit, record.port, self.back_timeout)?;
+        crate::health::wait_unit_ready(self.sd, &unit, record.port, self.back_timeout)?;
         Ok((start.elapsed(), job))
     }
 
@@ -217,7 +217,7 @@ impl Mover<'_> {
         for (r, t, job, res) in started {
             let unit = paths::unit_name(&r.name);
             let outcome = res.map_err(|e| format!("{e:#}")).and_then(|_| {
-                crate::status::wait_unit_ready(self.sd, &unit, r.port, self.timeout)
+                crate::health::wait_unit_ready(self.sd, &unit, r.port, self.timeout)
                     .map(|_| ())
                     .map_err(|d| {
                         format!(

@@ -49,7 +49,7 @@ pub fn run(paths: &Paths, action: Action, target: Target) -> Result<()> {
         }
         .and_then(|_| match action {
             Action::Stop => Ok(()),
-            _ => crate::status::wait_unit_ready(
+            _ => crate::health::wait_unit_ready(
                 &sd,
                 &unit,
                 r.port,

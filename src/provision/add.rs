@@ -393,7 +393,7 @@ impl<'a> Ctx<'a> {
                     ),
                     move || Ok(health::probe(r.port, Duration::from_secs(2)).is_ready()),
                     move || {
-                        crate::status::wait_unit_ready(self.sd, unit, r.port, self.ready_timeout())
+                        crate::health::wait_unit_ready(self.sd, unit, r.port, self.ready_timeout())
                             .map(|_| ())
                             .map_err(|detail| {
                                 Error::NotReady {
@@ -425,7 +425,7 @@ impl<'a> Ctx<'a> {
                     move || {
                         self.sd.restart(unit)?;
                         if wait {
-                            crate::status::wait_unit_ready(
+                            crate::health::wait_unit_ready(
                                 self.sd,
                                 unit,
                                 r.port,

@@ -23,7 +23,7 @@ pub fn push_restart<'a>(
         move || {
             sd.reset_failed(&unit)?;
             sd.restart(&unit)?;
-            crate::status::wait_unit_ready(
+            crate::health::wait_unit_ready(
                 sd,
                 &unit,
                 record.port,
