@@ -78,6 +78,26 @@ impl Paths {
     pub fn archive_dir(&self) -> PathBuf {
         self.at("/var/lib/ocusers/archive")
     }
+    /// `backup`'s default output (`--out` moves it).
+    pub fn backups_dir(&self) -> PathBuf {
+        self.lib_dir().join("backups")
+    }
+    /// The snapshots `upgrade` takes before it moves tenants.
+    pub fn pre_upgrade_dir(&self) -> PathBuf {
+        self.backups_dir().join("pre-upgrade")
+    }
+    /// Where a failed upgrade's reset keeps the state it replaced.
+    pub fn replaced_state_dir(&self) -> PathBuf {
+        self.backups_dir().join("replaced-state")
+    }
+    /// What the last `upgrade` did, for `rollback`.
+    pub fn last_upgrade_file(&self) -> PathBuf {
+        self.lib_dir().join("last-upgrade.toml")
+    }
+    /// The invite store (hashes only; root-only).
+    pub fn invites_dir(&self) -> PathBuf {
+        self.lib_dir().join("invites")
+    }
     pub fn runtimes_dir(&self) -> PathBuf {
         self.at("/var/lib/ocusers/runtimes")
     }

@@ -37,7 +37,7 @@ pub struct LastUpgrade {
 }
 
 pub fn last_upgrade_path(paths: &Paths) -> PathBuf {
-    paths.lib_dir().join("last-upgrade.toml")
+    paths.last_upgrade_file()
 }
 
 pub fn load_last(paths: &Paths) -> Result<Option<LastUpgrade>> {
@@ -118,7 +118,7 @@ impl Mover<'_> {
             &state,
             &registry,
             None,
-            &self.paths.lib_dir().join("backups/replaced-state"),
+            &self.paths.replaced_state_dir(),
         )?;
         let account = identity::lookup(&paths::user_name(&record.name))
             .with_context(|| format!("user of tenant {} is missing", record.name))?;

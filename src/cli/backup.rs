@@ -52,7 +52,7 @@ pub fn run(paths: &Paths, args: BackupArgs) -> Result<()> {
     let records = tenant::one_or_all(paths, name.as_ref())?;
     privilege::require_root("backup")?;
     let _lock = HostLock::acquire(paths)?;
-    let out = args.out.unwrap_or_else(|| paths.lib_dir().join("backups"));
+    let out = args.out.unwrap_or_else(|| paths.backups_dir());
     if records.is_empty() {
         bail!("no tenants to back up: see `ocusers list`");
     }

@@ -125,7 +125,7 @@ pub fn run(paths: &Paths, args: UpgradeArgs) -> Result<()> {
     };
     let total = todo.len();
     let mut done = 0;
-    let snapshot_dir = paths.lib_dir().join("backups/pre-upgrade");
+    let snapshot_dir = paths.pre_upgrade_dir();
     for batch in todo.chunks(n) {
         // The state as it was, for the way back (see LastUpgrade::snapshots).
         for r in batch {

@@ -46,7 +46,7 @@ pub struct Bootstrap {
 
 /// The invite store of this host.
 pub fn store(paths: &Paths) -> store::Store {
-    store::Store::new(paths.lib_dir().join("invites"))
+    store::Store::new(paths.invites_dir())
 }
 
 /// `https://HOST[:PORT]`
