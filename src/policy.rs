@@ -37,15 +37,9 @@ pub struct Tier {
     pub v8_heap_mb: u32,
 }
 
-/// The resource properties ocusers sets on a tenant's unit, in systemd's
-/// D-Bus units (bytes, microseconds of CPU per second, tasks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Limits {
-    pub memory_high: u64,
-    pub memory_max: u64,
-    pub cpu_quota_per_sec_usec: u64,
-    pub tasks_max: u64,
-}
+/// The resource properties a tier sets: the systemd adapter's type (the
+/// policy decides the values, the adapter owns what a unit takes).
+pub use crate::systemd::Limits;
 
 /// Per-tenant changes to its tier's limits, kept as written (`3G`, `150%`)
 /// so `ocusers export` gives back what the operator wrote. Recorded in the

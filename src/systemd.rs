@@ -5,7 +5,15 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::policy::Limits;
+/// The resource properties ocusers sets on a tenant's unit, in systemd's
+/// D-Bus units (bytes, microseconds of CPU per second, tasks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub memory_high: u64,
+    pub memory_max: u64,
+    pub cpu_quota_per_sec_usec: u64,
+    pub tasks_max: u64,
+}
 
 /// What ocusers reads about a unit. `None` where systemd reports "not set"
 /// or infinity (u64::MAX on the bus).

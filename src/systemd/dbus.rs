@@ -9,9 +9,9 @@ use zbus::names::InterfaceName;
 use zbus::{Connection, OwnedObjectPath, OwnedVariant};
 use zbus_systemd::systemd1::ManagerProxy;
 
+use super::Limits;
 use super::{PortRange, SocketBind, Systemd, UnitInfo};
 use crate::cgroup;
-use crate::policy::Limits;
 
 pub(super) fn bind_items(map: &HashMap<String, OwnedVariant>, key: &str) -> Vec<PortRange> {
     use zbus::Variant as Value;
