@@ -216,89 +216,12 @@ pub fn config_restart_comes_back(fx: &Fixture) -> R {
     fx.ocusers_ok("start alice")?;
     wait_ready(fx, "alice", Duration::from_secs(180))?;
 
-    // The two ways to restart, measured (not asserted): the gateway's own
-    // restart signal (SIGUSR2) under the template, then with the gateway's
-    // in-process restart asked for (OPENCLAW_NO_RESPAWN=1, a runtime drop-in).
-    let supervised = measure_restart(fx);
-    fx.figure("SIGUSR2 restart, Restart=always (template)", supervised);
-    let dropin = "/run/systemd/system/openclaw@alice.service.d";
-    fx.sh(&format!(
-        "mkdir -p {dropin} && printf '[Service]\\nEnvironment=OPENCLAW_NO_RESPAWN=1\\n' > {dropin}/zz-no-respawn.conf && \
-         systemctl daemon-reload && systemctl restart {unit}"
-    ))?;
-    let in_process =
-        wait_ready(fx, "alice", Duration::from_secs(180)).map(|()| measure_restart(fx));
-    fx.sh(&format!(
-        "rm -rf {dropin} && systemctl daemon-reload && systemctl restart {unit}"
-    ))?;
-    wait_ready(fx, "alice", Duration::from_secs(180))?;
-    fx.figure(
-        "SIGUSR2 restart, OPENCLAW_NO_RESPAWN=1 (in-process)",
-        in_process.unwrap_or_else(|e| e),
-    );
+    // How the gateway's own restart signal (SIGUSR2) comes back, under the
+    // template and in-process, is measured by bench/restart_modes.sh (a
+    // figure, not a check).
     unchanged(fx, &sent, &bob)
 }
 
-/// SIGUSR2 to alice's gateway; how it comes back: seconds until /readyz is
-/// 200 again after it went down, whether the process is the same.
-fn measure_restart(fx: &Fixture) -> String {
-    let unit = "openclaw@alice.service";
-    let (Ok(pid), Ok(port)) = (fx.main_pid("alice"), fx.port("alice")) else {
-        return "alice not running".into();
-    };
-    let nr: u32 = fx
-        .show(unit, "NRestarts")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if fx.sh(&format!("kill -USR2 {pid}")).is_err() {
-        return "kill failed".into();
-    }
-    let t = Instant::now();
-    let mut down = None;
-    let mut back = None;
-    while t.elapsed() < Duration::from_secs(120) {
-        let ok = fx.readyz(port).is_ok_and(|c| c == "200");
-        if !ok && down.is_none() {
-            down = Some(t.elapsed());
-        }
-        if ok && down.is_some() {
-            back = Some(t.elapsed());
-            break;
-        }
-        if down.is_none() && t.elapsed() > Duration::from_secs(45) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    let now_pid = fx.show(unit, "MainPID").unwrap_or_default();
-    let now_nr: u32 = fx
-        .show(unit, "NRestarts")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let same = if now_pid == pid.to_string() {
-        "same process"
-    } else {
-        "new process"
-    };
-    match (down, back) {
-        (None, _) => format!(
-            "/readyz never went down in 45 s; {same}, NRestarts +{}",
-            now_nr - nr.min(now_nr)
-        ),
-        (Some(d), None) => format!(
-            "down after {:.1} s, not back in 120 s; {same}",
-            d.as_secs_f64()
-        ),
-        (Some(d), Some(b)) => format!(
-            "down after {:.1} s, ready again {:.1} s after the signal; {same} (pid {pid} -> {now_pid}), NRestarts +{}",
-            d.as_secs_f64(),
-            b.as_secs_f64(),
-            now_nr - nr.min(now_nr)
-        ),
-    }
-}
 
 /// Each gateway has a /dev/shm of its own, not the host's.
 pub fn dev_shm_private(fx: &Fixture) -> R {

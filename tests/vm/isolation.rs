@@ -1226,29 +1226,37 @@ pub fn audit_names_each_fault(fx: &Fixture) -> R {
             &["bob: listeners:", "outside openclaw@bob.service"],
         ),
     ];
-    for (what, inject, restore, needles) in faults {
+    // All five at once and one audit (each audit takes about a minute under
+    // TCG): every fault must still be named by its own failure lines. The
+    // faults are undone in reverse order (two of them save and put back
+    // files another one changed).
+    for (_, inject, _, _) in &faults {
         fx.ok(inject)?;
-        let out = fx.run("ocusers audit --no-openclaw --json");
+    }
+    let out = fx.run("ocusers audit --no-openclaw --json");
+    for (_, _, restore, _) in faults.iter().rev() {
         fx.ok(restore)?;
-        ensure(out.rc == 1, || {
-            format!("{what}: audit did not fail: {}", out.describe())
-        })?;
-        let report: Value = serde_json::from_str(&out.stdout)
-            .map_err(|e| format!("{what}: audit --json: {e}: {}", out.describe()))?;
-        let failures: Vec<String> = report["failures"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f.as_str().map(str::to_string))
-            .collect();
-        for needle in needles {
+    }
+    ensure(out.rc == 1, || {
+        format!("audit with the faults did not fail: {}", out.describe())
+    })?;
+    let report: Value = serde_json::from_str(&out.stdout)
+        .map_err(|e| format!("audit --json: {e}: {}", out.describe()))?;
+    let failures: Vec<String> = report["failures"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    ensure(out.stderr.contains("audit found"), || {
+        format!("no one-line error on stderr: {}", out.describe())
+    })?;
+    for (what, _, _, needles) in &faults {
+        for needle in needles.iter() {
             ensure(failures.iter().any(|f| f.contains(needle)), || {
                 format!("{what}: no failure says {needle:?}: {failures:#?}")
             })?;
         }
-        ensure(out.stderr.contains("audit found"), || {
-            format!("{what}: no one-line error on stderr: {}", out.describe())
-        })?;
         fx.figure(
             format!("audit names: {what}"),
             failures
