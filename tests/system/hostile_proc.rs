@@ -222,7 +222,6 @@ pub fn config_restart_comes_back(fx: &Fixture) -> R {
     unchanged(fx, &sent, &bob)
 }
 
-
 /// Each gateway has a /dev/shm of its own, not the host's.
 pub fn dev_shm_private(fx: &Fixture) -> R {
     let sent = sentinel(fx)?;
