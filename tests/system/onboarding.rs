@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use crate::invite::request;
 use crate::proxy::{CADDY_HTTPS, DOMAIN};
 use crate::scripted::{self, Scripted};
-use crate::tenants::{Fixture, R, ensure};
+use crate::tenants::{Fixture, R, ensure, wait_for};
 
 const SECTION: &str = "## Onboard a tenant end to end";
 /// What the section's blocks are, in order; the trial knows what each one
@@ -222,10 +222,18 @@ fn steps(
 
     // 2. Her gateway, her keys, her model.
     run_block(fx, section, "gateway", None)?;
-    let st = fx.status(name)?;
-    ensure(st["ready"] == true, || {
-        format!("{name} is not ready after README's gateway block: {st}")
-    })?;
+    // `add` waited for ready; the model's `config set` makes the gateway
+    // reload, during which its /readyz may not answer at once.
+    let mut st = Value::Null;
+    wait_for(
+        "the tenant ready after README's gateway block",
+        Duration::from_secs(90),
+        || {
+            st = fx.status(name)?;
+            Ok(st["ready"] == true)
+        },
+    )
+    .map_err(|e| format!("{e}: {st}"))?;
     let ready = request(fx, "GET", &format!("{origin}/readyz"))?;
     ensure(ready.code == 200, || {
         format!("{name}'s /readyz through Caddy: {}", ready.text())
