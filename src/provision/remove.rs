@@ -142,22 +142,6 @@ pub fn plan<'a>(
             plan.push(step);
         }
     }
-    add_steps(&mut plan, p, cfg, sd, name, user, account, unit, archive);
-    Ok(plan)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn add_steps<'a>(
-    plan: &mut Plan<'a>,
-    p: &'a Paths,
-    cfg: &'a HostConfig,
-    sd: &'a dyn Systemd,
-    name: &'a TenantName,
-    user: &'a str,
-    account: Option<identity::Account>,
-    unit: &'a str,
-    archive: Option<PathBuf>,
-) {
     let uid = account.as_ref().map(|a| a.uid);
     plan.push(Step::new(
         format!("stop {unit} and wait until its processes are gone"),
@@ -262,4 +246,5 @@ fn add_steps<'a>(
         move || Ok(!fsutil::exists(&p.registry_file(name))),
         move || tenant::remove(p, name),
     ));
+    Ok(plan)
 }
