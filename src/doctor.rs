@@ -69,10 +69,10 @@ fn about(mut c: Check, tenant: &TenantName) -> Check {
 }
 
 /// Every check, host first, then each tenant.
-pub fn run(paths: &Paths) -> Vec<Check> {
+/// `sd` is systemd over D-Bus as the caller opened it, or why it could not.
+pub fn run(paths: &Paths, sd: std::result::Result<&DbusSystemd, &anyhow::Error>) -> Vec<Check> {
     let mut out = Vec::new();
-    let sd = DbusSystemd::connect();
-    match &sd {
+    match sd {
         Ok(sd) => out.push(systemd_version(sd)),
         Err(e) => out.push(bad(
             Status::Fail,
@@ -95,14 +95,10 @@ pub fn run(paths: &Paths) -> Vec<Check> {
         }
     };
     out.extend(runtimes(paths, &records));
-    out.extend(proxy(
-        paths,
-        sd.as_ref().ok().map(|s| s as &dyn Systemd),
-        &records,
-    ));
+    out.extend(proxy(paths, sd.ok().map(|s| s as &dyn Systemd), &records));
     out.push(port_pool(paths, &records));
     out.extend(disk(paths));
-    if let Ok(sd) = &sd {
+    if let Ok(sd) = sd {
         out.extend(units(sd, &records));
     }
     // The state scans share one time budget, so doctor stays quick on a

@@ -18,7 +18,7 @@ use crate::manifest::Desired;
 use crate::paths::Paths;
 use crate::policy::{LimitOverrides, Limits, Tier};
 use crate::proxy;
-use crate::systemd::{DbusSystemd, Systemd};
+use crate::systemd::Systemd;
 use crate::tenant::{Record, TenantName};
 
 /// The value of a limit option that drops the tenant's own value and goes
@@ -65,8 +65,7 @@ pub enum ChangeError {
 /// stopped gateway (only the operator's stop keeps it stopped, and only
 /// the operator's start starts it), and restarts a running one only when
 /// its environment changed.
-pub fn running(name: &TenantName) -> Result<bool> {
-    let sd = DbusSystemd::connect()?;
+pub fn running(sd: &dyn Systemd, name: &TenantName) -> Result<bool> {
     Ok(sd.unit(&crate::paths::unit_name(name))?.is_active())
 }
 

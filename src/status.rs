@@ -200,11 +200,12 @@ fn assemble(record: &Record, info: UnitInfo, readiness: Readiness) -> TenantStat
     }
 }
 
-/// Status of every record; systemd is only asked when there is a tenant.
-pub fn collect_all(records: &[Record]) -> Result<Vec<TenantStatus>> {
-    if records.is_empty() {
-        return Ok(Vec::new());
+/// Status of every record; systemd (opened by the caller only when there
+/// is a tenant) is only asked when there is one.
+pub fn collect_all(sd: Option<&dyn Systemd>, records: &[Record]) -> Result<Vec<TenantStatus>> {
+    match sd {
+        _ if records.is_empty() => Ok(Vec::new()),
+        Some(sd) => collect_many(sd, records),
+        None => anyhow::bail!("reading the tenants' status needs systemd over D-Bus"),
     }
-    let sd = crate::systemd::DbusSystemd::connect()?;
-    collect_many(&sd, records)
 }

@@ -67,7 +67,7 @@ pub fn run(paths: &Paths, cmd: DomainCommand) -> Result<()> {
         }),
         prune: false,
         dry_run: args.dry_run,
-        no_start: !onetenant::running(&name)?,
+        no_start: !onetenant::running(&crate::systemd::DbusSystemd::connect()?, &name)?,
         no_wait: false,
         force: false,
     };

@@ -21,6 +21,7 @@ mod logs;
 mod metrics;
 mod proxy;
 mod remove;
+mod repair;
 mod restore;
 mod runtime;
 mod secret;
@@ -117,7 +118,7 @@ pub enum Command {
     /// Check the host and every tenant; each problem with its fix.
     Doctor(JsonArg),
     /// Reconcile tenants whose files, user, unit and registry entry disagree.
-    Repair(doctor::RepairArgs),
+    Repair(repair::RepairArgs),
     /// The tenant-side halves of backup and restore, run as the tenant (internal).
     #[command(subcommand, hide = true)]
     Internal(internal::InternalCommand),
@@ -175,7 +176,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Upgrade(args) => upgrade::run(&paths, args),
         Command::Rollback(args) => upgrade::rollback(&paths, args),
         Command::Doctor(args) => doctor::run(&paths, args),
-        Command::Repair(args) => doctor::repair(&paths, args),
+        Command::Repair(args) => repair::run(&paths, args),
         Command::Internal(cmd) => internal::run(cmd),
     }
 }
@@ -192,6 +193,16 @@ fn print_plan(title: &str, plan: &crate::plan::Plan<'_>) -> anyhow::Result<()> {
     print!("{}", plan.describe()?);
     println!("dry run: nothing changed");
     Ok(())
+}
+
+/// The system's systemd over D-Bus, opened only when `needed` (a read of
+/// no tenant, or a change that starts nothing, works without D-Bus).
+fn systemd_if(needed: bool) -> anyhow::Result<Option<crate::systemd::DbusSystemd>> {
+    Ok(if needed {
+        Some(crate::systemd::DbusSystemd::connect()?)
+    } else {
+        None
+    })
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

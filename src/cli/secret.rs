@@ -95,7 +95,7 @@ fn set(paths: &Paths, args: SetArgs) -> Result<()> {
     };
     let value = secrets::value_from_input(&args.key, &raw)?;
     let _lock = HostLock::acquire(paths)?;
-    let sd = connect_if(args.restart)?;
+    let sd = super::systemd_if(args.restart)?;
     let key = args.key.as_str();
     let plan = secret::set(paths, &record, key, value);
     apply(paths, &record, plan, key, sd.as_ref(), args.dry_run)
@@ -106,18 +106,10 @@ fn unset(paths: &Paths, args: UnsetArgs) -> Result<()> {
     let record = registered(paths, &args.name)?;
     privilege::require_root("secret unset")?;
     let _lock = HostLock::acquire(paths)?;
-    let sd = connect_if(args.restart)?;
+    let sd = super::systemd_if(args.restart)?;
     let key = args.key.as_str();
     let plan = secret::unset(paths, &record, key);
     apply(paths, &record, plan, key, sd.as_ref(), args.dry_run)
-}
-
-fn connect_if(restart: bool) -> Result<Option<DbusSystemd>> {
-    Ok(if restart {
-        Some(DbusSystemd::connect()?)
-    } else {
-        None
-    })
 }
 
 fn apply<'a>(

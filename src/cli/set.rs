@@ -79,7 +79,7 @@ pub fn run(paths: &Paths, args: SetArgs) -> Result<()> {
         action: Some("set"),
         prune: false,
         dry_run: args.dry_run,
-        no_start: !onetenant::running(&name)?,
+        no_start: !onetenant::running(&crate::systemd::DbusSystemd::connect()?, &name)?,
         no_wait: args.no_wait,
         force: args.force,
     };

@@ -16,6 +16,8 @@
 //!   (`remove`, `restore --force`, `repair --remove-orphans`).
 //! - [`restore`]: a tenant from a backup: its record on this host and the
 //!   steps after the add plan.
+//! - [`repair`]: what drifted on a tenant and the steps after its add plan
+//!   that put it back (`repair`).
 //! - [`secret`]: `secret set`/`unset` and `token rotate`, the plans that
 //!   change the env file alone.
 //! - [`restart`]: the restart-and-wait step (`secret --restart`, `token`,
@@ -29,6 +31,7 @@
 pub mod add;
 pub mod converge;
 pub mod remove;
+pub mod repair;
 pub mod request;
 pub mod restart;
 pub mod restore;
