@@ -137,6 +137,16 @@ impl Paths {
         self.root.join(abs.strip_prefix("/").unwrap_or(abs))
     }
 
+    /// `/var/lib/ocusers/public`: one directory of origin files per tenant
+    /// (see [`public_dir`]).
+    pub fn public_parent(&self) -> PathBuf {
+        self.at(PUBLIC_DIR)
+    }
+    /// `/var/lib/ocusers/public/NAME`, on this host (under the test root).
+    pub fn public_dir(&self, name: &TenantName) -> PathBuf {
+        self.public_parent().join(name.as_str())
+    }
+
     /// `/var/lib/ocusers/proxy/hosts`: one link `HOST` per public host name,
     /// to the socket directory of the tenant it routes to.
     pub fn proxy_hosts_dir(&self) -> PathBuf {
@@ -163,6 +173,7 @@ impl Paths {
 
 /// Where the proxy finds the host links, as the proxy sees it.
 pub const PROXY_HOSTS_DIR: &str = "/var/lib/ocusers/proxy/hosts";
+const PUBLIC_DIR: &str = "/var/lib/ocusers/public";
 
 /// `/run/ocusers/proxy/alice`, as the system sees it: the directory of the
 /// tenant's proxy socket, which every host link of the tenant points at.
@@ -191,6 +202,13 @@ pub fn user_name(name: &TenantName) -> String {
 /// ocusers' own files are under a test root.
 pub fn home_dir(name: &TenantName) -> PathBuf {
     Paths::default().state_dir(name)
+}
+
+/// `/var/lib/ocusers/public/NAME` as the tenant's unit and its gateway's
+/// config see it (`OPENCLAW_INCLUDE_ROOTS`, `$include`): always under the
+/// real `/`.
+pub fn public_dir(name: &TenantName) -> PathBuf {
+    Paths::default().public_dir(name)
 }
 
 /// `openclaw@alice.service`

@@ -191,8 +191,13 @@ pub fn command() -> clap::Command {
 fn print_plan(title: &str, plan: &crate::plan::Plan<'_>) -> anyhow::Result<()> {
     println!("{title}");
     print!("{}", plan.describe()?);
-    println!("dry run: nothing changed");
+    dry_run_done();
     Ok(())
+}
+
+/// The last line of every `--dry-run`.
+fn dry_run_done() {
+    println!("dry run: nothing changed");
 }
 
 /// The system's systemd over D-Bus, opened only when `needed` (a read of

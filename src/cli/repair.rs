@@ -90,7 +90,7 @@ pub fn run(paths: &Paths, args: RepairArgs) -> Result<()> {
         }
     }
     if args.dry_run {
-        println!("dry run: nothing changed");
+        super::dry_run_done();
         return Ok(());
     }
     if !failed.is_empty() {

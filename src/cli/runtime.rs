@@ -86,7 +86,7 @@ pub fn run(paths: &Paths, cmd: RuntimeCommand) -> Result<()> {
                 println!("removed OpenClaw {v} ({})", dir.display());
             }
             if dry_run {
-                println!("dry run: nothing changed");
+                super::dry_run_done();
             }
             Ok(())
         }

@@ -102,7 +102,7 @@ pub fn run(paths: &Paths, args: UpgradeArgs) -> Result<()> {
                 .collect();
             println!("  {:>2}. {}", i + 1, names.join(", "));
         }
-        println!("dry run: nothing changed");
+        super::dry_run_done();
         return Ok(());
     }
     if todo.is_empty() {
@@ -217,7 +217,7 @@ pub fn rollback(paths: &Paths, args: RollbackArgs) -> Result<()> {
         for (r, from) in &back {
             println!("  {} ({} -> {from})", r.name, r.runtime);
         }
-        println!("dry run: nothing changed");
+        super::dry_run_done();
         return Ok(());
     }
     let sd = DbusSystemd::connect()?;

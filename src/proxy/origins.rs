@@ -38,8 +38,6 @@ use crate::paths::{self, Paths};
 use crate::plan::Step;
 use crate::tenant::{Record, TenantName};
 
-/// Where the origin files live, as the tenants' units see it.
-pub const PUBLIC_DIR: &str = "/var/lib/ocusers/public";
 /// `gateway.controlUi`: `{"allowedOrigins": [...]}`.
 pub const CONTROL_UI: &str = "control-ui.json";
 /// `gateway.publicOrigin`: one JSON string.
@@ -51,7 +49,7 @@ pub const FILES: [&str; 3] = [CONTROL_UI, PUBLIC_ORIGIN, DEVICE_PAIR];
 
 /// `/var/lib/ocusers/public/NAME`, as the tenant's unit sees it.
 pub fn dir_of(name: &TenantName) -> String {
-    format!("{PUBLIC_DIR}/{name}")
+    paths::public_dir(name).display().to_string()
 }
 
 /// The absolute path of one origin file of tenant `name` (for `$include`).
@@ -61,7 +59,7 @@ pub fn include_path(name: &TenantName, file: &str) -> String {
 
 /// The directory on this host (under the test root).
 pub fn host_dir(paths: &Paths, name: &TenantName) -> PathBuf {
-    paths.host_path(Path::new(&dir_of(name)))
+    paths.public_dir(name)
 }
 
 /// `https://HOST`, with `:PORT` when the public HTTPS port is not 443.

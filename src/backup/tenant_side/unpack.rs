@@ -188,7 +188,8 @@ pub fn fixed_config(mut text: String, fix: &ConfigFix) -> Result<String> {
         // The public origins' includes name the tenant too (the unit admits
         // only its own directory of them).
         let base = |p: &str| p.rsplit('/').next().unwrap_or_default().to_string();
-        let public = crate::proxy::origins::PUBLIC_DIR;
+        let public = crate::paths::Paths::default().public_parent();
+        let public = public.display();
         text = text.replace(
             &format!("{public}/{}/", base(from)),
             &format!("{public}/{}/", base(to)),
