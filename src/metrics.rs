@@ -97,6 +97,15 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// The metrics page. A value systemd reports as not set (or infinity) has
 /// no sample, as Prometheus expects of an unknown value.
+/// Write the metrics atomically to `path` (node_exporter's textfile
+/// collector reads it as its own user: 0644).
+pub fn write_textfile(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::fsutil::ensure_dir(dir, 0o755)?;
+    }
+    crate::fsutil::write_atomic(path, text.as_bytes(), 0o644)
+}
+
 pub fn render(tenants: &[TenantStatus], host: Host) -> String {
     let mut out = String::new();
     family(

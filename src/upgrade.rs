@@ -319,6 +319,17 @@ pub fn prunable(paths: &Paths) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Remove one unused runtime (one of [`prunable`]): moved out of the way
+/// first, so a half-deleted prefix never looks installed.
+pub fn prune(paths: &Paths, version: &str) -> Result<()> {
+    let dir = paths.runtime_dir(version);
+    let doomed = paths.runtimes_dir().join(format!(".pruning-{version}"));
+    std::fs::rename(&dir, &doomed).with_context(|| format!("moving {} aside", dir.display()))?;
+    fsutil::remove_tree(&doomed)?;
+    crate::logging::record("-", "runtime-prune", &format!("removed OpenClaw {version}"));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

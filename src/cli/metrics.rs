@@ -6,7 +6,6 @@ use clap::Args;
 
 use crate::capacity;
 use crate::config::HostConfig;
-use crate::fsutil;
 use crate::metrics::{self, Host};
 use crate::paths::Paths;
 use crate::status;
@@ -33,13 +32,7 @@ pub fn run(paths: &Paths, args: MetricsArgs) -> Result<()> {
         },
     );
     match args.textfile {
-        Some(path) => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                fsutil::ensure_dir(dir, 0o755)?;
-            }
-            // node_exporter reads the file as its own user: 0644.
-            fsutil::write_atomic(&path, text.as_bytes(), 0o644)
-        }
+        Some(path) => metrics::write_textfile(&path, &text),
         None => {
             print!("{text}");
             Ok(())

@@ -77,12 +77,7 @@ pub fn run(paths: &Paths, cmd: RuntimeCommand) -> Result<()> {
                     println!("would remove OpenClaw {v} ({})", dir.display());
                     continue;
                 }
-                // Out of the way first, so a half-deleted prefix never looks installed.
-                let doomed = paths.runtimes_dir().join(format!(".pruning-{v}"));
-                std::fs::rename(&dir, &doomed)
-                    .map_err(|e| anyhow::anyhow!("moving {} aside: {e}", dir.display()))?;
-                crate::fsutil::remove_tree(&doomed)?;
-                crate::logging::record("-", "runtime-prune", &format!("removed OpenClaw {v}"));
+                crate::upgrade::prune(paths, v)?;
                 println!("removed OpenClaw {v} ({})", dir.display());
             }
             if dry_run {
