@@ -1,5 +1,7 @@
 //! `ocusers doctor`: host and tenant checks, each failure with the fix.
-//! Every check reads; `ocusers repair` (cli/doctor.rs) changes.
+//! Every check reads; `ocusers repair` ([`crate::provision::repair`])
+//! changes. A new check: a function here returning [`Check`]s, called from
+//! [`run`]; per-tenant file checks go in `doctor/tenants.rs`.
 use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

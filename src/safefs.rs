@@ -21,6 +21,10 @@
 //!
 //! Walks ([`Dir::walk`]) are bounded in entries, depth and time and say when
 //! they were cut.
+//!
+//! Where things go: a new kind of node to refuse in `safefs/kinds.rs`, a
+//! walk's bounds in `safefs/walk.rs`; callers in the domain modules
+//! (statedir, backup, upgrade) only ever use [`Dir`].
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

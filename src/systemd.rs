@@ -1,6 +1,10 @@
 //! systemd, over D-Bus. A small trait in front of `zbus_systemd` so the rest
 //! of the library reads as operations on units; the real implementation
 //! calls the async proxies through `zbus::block_on` at this edge.
+//!
+//! A new D-Bus call: a method on [`Systemd`] (so the plan goldens' fakes see
+//! it) and its implementation in `systemd/dbus.rs`. Only `crate::cli`
+//! connects ([`DbusSystemd::connect`]); everything else takes `&dyn Systemd`.
 
 use anyhow::Result;
 use serde::Serialize;

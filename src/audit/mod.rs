@@ -4,6 +4,11 @@
 //! bind and firewall rules, unit exposure), then live probes as each tenant
 //! against the others (see [`probe`]), and the OS layers this host enforces.
 //! Secrets are compared in memory and never printed.
+//!
+//! Where things go: a check of one tenant's files or settings in
+//! `checks.rs`, a check between two tenants in `pairs.rs`, a probe that
+//! runs as a tenant in `probe.rs`, one concern's reader (Caddy, OpenClaw's
+//! config, the inspector, listeners) in its own file.
 mod caddy;
 mod checks;
 mod inspector;

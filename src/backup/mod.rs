@@ -26,6 +26,11 @@
 //!
 //! Archives are always 0600: they hold the tenant's conversations and
 //! config, and with `--with-secrets` its provider keys and gateway token.
+//!
+//! Where things go: what root reads and writes (the archive file, the
+//! registry entry) here and in `read.rs`/`record.rs`; anything that opens a
+//! file in the tenant's state in `tenant_side/` (it runs as the tenant);
+//! archive checks before any extraction in `check.rs`.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};

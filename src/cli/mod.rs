@@ -1,4 +1,11 @@
 //! The command line: clap definitions here, one file per subcommand.
+//!
+//! A subcommand's file holds its arguments and its printing, takes the host
+//! lock and picks the exit code; what it does is a call into the library
+//! (`crate::provision` for changes). No file here imports another one
+//! (shared bits live in this file: `print_plan`, `dry_run_done`,
+//! `systemd_if`, `print_json`). A new command: a file here, a variant of
+//! [`Command`] and its arm in [`run`].
 use clap::{Args, Parser, Subcommand};
 
 use crate::paths::Paths;

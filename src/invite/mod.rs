@@ -15,6 +15,9 @@
 //!   Of that command's output only the bootstrap token is taken; its `url`
 //!   (which carries the shared token) is never read further.
 //! - The redemption is recorded in the change journal (`ocusers history`).
+//!
+//! Where things go: the stored invites in `store.rs`, the web endpoint in
+//! `http.rs` (and `http/`), the bootstrap token in `mint.rs`.
 pub mod http;
 pub mod mint;
 pub mod store;

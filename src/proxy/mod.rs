@@ -15,6 +15,10 @@
 //! 2.6, Debian's, closes every proxied WebSocket on a reload). The include
 //! changes, and the proxy is validated and reloaded, only when the domain,
 //! TLS or listen settings or the set of extra domains change.
+//!
+//! Where things go: one file per proxy's syntax (`caddy.rs`, `nginx.rs`),
+//! the plan steps in `steps.rs`, the on-demand TLS ask endpoint in
+//! `ask.rs`, the per-tenant origin files in `origins.rs`.
 pub mod admin;
 pub mod ask;
 pub mod caddy;
