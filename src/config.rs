@@ -40,6 +40,10 @@ pub struct PortsConfig {
 pub struct TenantsConfig {
     pub default_tier: String,
     pub ready_timeout: u64,
+    /// How many gateways start at once (0: one per online CPU); see
+    /// `crate::startgate`.
+    #[serde(default)]
+    pub start_batch: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -169,6 +169,15 @@ impl Paths {
     pub fn lock_file(&self) -> PathBuf {
         self.at("/run/ocusers.lock")
     }
+    /// The start gate's board: who waits to start and who starts
+    /// (see `crate::startgate`).
+    pub fn start_gate_board(&self) -> PathBuf {
+        self.at("/run/ocusers/start-gate.json")
+    }
+    /// Held while a gate reads and changes the board.
+    pub fn start_gate_lock(&self) -> PathBuf {
+        self.at("/run/ocusers/start-gate.lock")
+    }
 }
 
 /// Where the proxy finds the host links, as the proxy sees it.

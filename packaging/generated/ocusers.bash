@@ -100,6 +100,9 @@ _ocusers() {
             ocusers,start)
                 cmd="ocusers__subcmd__start"
                 ;;
+            ocusers,start-gate)
+                cmd="ocusers__subcmd__start__subcmd__gate"
+                ;;
             ocusers,status)
                 cmd="ocusers__subcmd__status"
                 ;;
@@ -249,6 +252,9 @@ _ocusers() {
                 ;;
             ocusers__subcmd__help,start)
                 cmd="ocusers__subcmd__help__subcmd__start"
+                ;;
+            ocusers__subcmd__help,start-gate)
+                cmd="ocusers__subcmd__help__subcmd__start__subcmd__gate"
                 ;;
             ocusers__subcmd__help,status)
                 cmd="ocusers__subcmd__help__subcmd__status"
@@ -449,7 +455,7 @@ _ocusers() {
 
     case "${cmd}" in
         ocusers)
-            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec invite invite-serve devices logs history backup restore upgrade rollback doctor repair internal help"
+            opts="-v -h -V --verbose --help --version add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec invite invite-serve start-gate devices logs history backup restore upgrade rollback doctor repair internal help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -871,7 +877,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help)
-            opts="add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec invite invite-serve devices logs history backup restore upgrade rollback doctor repair internal help"
+            opts="add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec invite invite-serve start-gate devices logs history backup restore upgrade rollback doctor repair internal help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1529,6 +1535,20 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__start)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__start__subcmd__gate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -2410,6 +2430,20 @@ _ocusers() {
             ;;
         ocusers__subcmd__start)
             opts="-v -h --all --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__start__subcmd__gate)
+            opts="-v -h --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

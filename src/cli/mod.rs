@@ -33,6 +33,7 @@ mod restore;
 mod runtime;
 mod secret;
 mod set;
+mod start_gate;
 mod status;
 mod token;
 mod upgrade;
@@ -108,6 +109,9 @@ pub enum Command {
     /// Answer one connection of ocusers-invite.socket (internal).
     #[command(hide = true)]
     InviteServe,
+    /// Wait for this tenant's turn to start (ExecStartPre of openclaw@.service; internal).
+    #[command(hide = true)]
+    StartGate(start_gate::StartGateArgs),
     /// A tenant's paired devices and pending pairing requests: list, approve, revoke.
     Devices(devices::DevicesArgs),
     /// The tenant's journal (journalctl -u openclaw@NAME).
@@ -176,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Invite(args) => invite::run(&paths, args),
         Command::InviteServe => invite::serve(&paths),
+        Command::StartGate(args) => start_gate::run(&paths, args),
         Command::Devices(args) => devices::run(&paths, args),
         Command::Logs(args) => logs::run(&paths, args),
         Command::Backup(args) => backup::run(&paths, args),

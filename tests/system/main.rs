@@ -22,6 +22,7 @@ mod onetenant;
 mod origins;
 mod proxy;
 mod scripted;
+mod storm;
 #[path = "../support/stub_runtime.rs"]
 mod stub_runtime;
 mod tenants;
@@ -71,6 +72,10 @@ const TRIALS: &[(&str, Check)] = &[
     ("stop_and_start", tenants::stop_and_start),
     ("kill9_restarts", tenants::kill9_restarts),
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
+    (
+        "ten_start_a_few_at_a_time",
+        storm::ten_start_a_few_at_a_time,
+    ),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),
     ("remove_bob", tenants::remove_bob),
     // The process boundary as the tenant attacks it (issue 15); alice and
