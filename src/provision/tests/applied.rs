@@ -188,26 +188,42 @@ fn compare(name: &str, actual: &str) {
         )
     });
     if expected != actual {
-        let mut diff = String::new();
-        let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
-        for l in &e {
-            if !a.contains(l) {
-                writeln!(diff, "-{l}").unwrap();
-            }
-        }
-        for l in &a {
-            if !e.contains(l) {
-                writeln!(diff, "+{l}").unwrap();
-            }
-        }
-        if diff.is_empty() {
-            diff = "(the same lines, in another order)".into();
-        }
+        let diff = line_diff(&expected, actual);
         panic!(
-            "applying the {name} plan gave another result than {}; run `UPDATE_GOLDEN=1 cargo test --lib provision::tests` and review the diff.\n--- lines only in the golden (-) or only now (+):\n{diff}\n--- now:\n{actual}",
+            "applying the {name} plan gave another result than {}; run `UPDATE_GOLDEN=1 cargo test --lib provision::tests` and review the diff.\n--- the golden (-) and now (+):\n{diff}\n--- now:\n{actual}",
             path.display()
         );
     }
+}
+
+/// The lines of `a` and `b` that differ, in order (a longest common
+/// subsequence: a moved line shows as removed where it was and added where
+/// it is now), each with its line number in the golden.
+fn line_diff(a: &str, b: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            (i, j) = (i + 1, j + 1);
+        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            writeln!(out, "{:>4} +{}", i + 1, b[j]).unwrap();
+            j += 1;
+        } else {
+            writeln!(out, "{:>4} -{}", i + 1, a[i]).unwrap();
+            i += 1;
+        }
+    }
+    out
 }
 
 #[test]
