@@ -157,6 +157,25 @@ impl Case<'_> {
         for s in &outcome.already_done {
             writeln!(text, "  {}", s.replace(&root, "ROOT")).unwrap();
         }
+        self.finish(name, text);
+        outcome
+    }
+
+    /// Apply `plan`, which must fail, then compare the golden `name`: the
+    /// error, the calls (the rollback's included) and the tree it leaves.
+    fn fail(&self, name: &str, what: &str, plan: Plan<'_>) {
+        let Err(e) = plan.apply() else {
+            panic!("the {name} plan did not fail");
+        };
+        let root = self.root.display().to_string();
+        let text = format!(
+            "# {what}\n# {NOT_RUN}\n== error\n  {}\n",
+            format!("{e:#}").replace(&root, "ROOT")
+        );
+        self.finish(name, text);
+    }
+
+    fn finish(&self, name: &str, mut text: String) {
         text.push_str("== D-Bus calls\n");
         for c in self.sd.take_calls() {
             writeln!(text, "  {c}").unwrap();
@@ -168,7 +187,6 @@ impl Case<'_> {
         text.push_str("== tree under ROOT\n");
         text.push_str(&tree(self.root));
         compare(name, &text);
-        outcome
     }
 }
 
@@ -343,5 +361,33 @@ fn applied_plans_match_their_golden_files() {
         "restore",
         "restore: goldie from the archive remove left (new token; without the restart-and-wait step, which needs a gateway)",
         plan,
+    );
+}
+
+/// A new tenant whose start job fails: the rollback undoes every step it
+/// had applied, in reverse order, and leaves the root as it found it (but
+/// for the directories the steps made).
+#[test]
+fn a_failed_add_rolls_back_to_its_golden_file() {
+    crate::firewall::load_no_rules_in_this_thread();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let paths = Paths::new(root);
+    let cfg = HostConfig::load(&paths).unwrap();
+    let sd = FakeSystemd::new(&paths);
+    sd.fail_on("StartUnit");
+    let ids = FakeAccounts::default();
+    let case = Case {
+        root,
+        sd: &sd,
+        ids: &ids,
+    };
+    let record = goldie();
+    let tier = Tier::load(&paths, "standard").unwrap();
+    let add = Ctx::new(&paths, &cfg, &sd, &record, &tier, &[], Vec::new()).with_accounts(&ids);
+    case.fail(
+        "add-start-fails",
+        "add: tenant goldie on an empty root, its start job failing (FakeSystemd::fail_on StartUnit)",
+        add.plan(Start::NoWait, false),
     );
 }
