@@ -405,6 +405,10 @@ pub fn in_container() -> bool {
 
 /// Will ocusers load rules here under this configuration? `Err(why)` if not.
 pub fn usable(cfg: &HostConfig) -> Result<(), String> {
+    #[cfg(test)]
+    if NO_NFT.get() {
+        return Err("this test thread loads no nftables rules".into());
+    }
     match cfg.isolation.firewall {
         FirewallMode::Off => Err("[isolation] firewall = \"off\" in /etc/ocusers/ocusers.toml".into()),
         FirewallMode::Auto if in_container() => Err(
@@ -412,6 +416,19 @@ pub fn usable(cfg: &HostConfig) -> Result<(), String> {
         ),
         _ => availability().clone(),
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    static NO_NFT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// From now on in this thread, this host cannot load rules ([`usable`]
+/// says why): mode `auto` then writes the ruleset file and loads nothing,
+/// whoever runs the test.
+#[cfg(test)]
+pub(crate) fn load_no_rules_in_this_thread() {
+    NO_NFT.set(true);
 }
 
 fn nft() -> &'static str {

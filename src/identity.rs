@@ -81,6 +81,48 @@ pub fn delete_user(user: &str) -> Result<()> {
     Ok(())
 }
 
+/// What the plans ask of the user database and of the tenant's processes:
+/// the seam through which a test applies a plan without creating a system
+/// user (see `FakeAccounts` in the tests). [`SYSTEM`] is the host's.
+pub trait Accounts {
+    fn lookup(&self, user: &str) -> Option<Account>;
+    fn group_exists(&self, group: &str) -> bool;
+    /// See [`create_user`].
+    fn create_user(&self, user: &str, home: &Path, comment: &str) -> Result<()>;
+    /// See [`delete_user`].
+    fn delete_user(&self, user: &str) -> Result<()>;
+    fn processes_of(&self, uid: u32) -> Vec<i32>;
+    /// See [`wait_no_processes`].
+    fn wait_no_processes(&self, uid: u32) -> Result<()>;
+}
+
+/// The host's user database (`useradd`, `userdel`, NSS) and `/proc`.
+pub struct SystemAccounts;
+
+/// The host's accounts, what every command uses.
+pub static SYSTEM: SystemAccounts = SystemAccounts;
+
+impl Accounts for SystemAccounts {
+    fn lookup(&self, user: &str) -> Option<Account> {
+        lookup(user)
+    }
+    fn group_exists(&self, group: &str) -> bool {
+        group_exists(group)
+    }
+    fn create_user(&self, user: &str, home: &Path, comment: &str) -> Result<()> {
+        create_user(user, home, comment)
+    }
+    fn delete_user(&self, user: &str) -> Result<()> {
+        delete_user(user)
+    }
+    fn processes_of(&self, uid: u32) -> Vec<i32> {
+        processes_of(uid)
+    }
+    fn wait_no_processes(&self, uid: u32) -> Result<()> {
+        wait_no_processes(uid)
+    }
+}
+
 /// Write a file directly in a tenant's state directory (`path` is
 /// `/var/lib/openclaw/NAME/FILE`), owned by the account, with `mode`: through
 /// descriptors (see [`crate::safefs`]), so a link or FIFO the tenant put at
@@ -130,4 +172,79 @@ pub fn wait_no_processes(uid: u32) -> Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     anyhow::bail!("processes of uid {uid} are still running after 30 s")
+}
+
+/// Accounts for tests: every user a test creates gets this process's uid
+/// and gid (so chowns to it work without privileges) and a home under
+/// `/var/lib/openclaw/`; each change is recorded as the command the host's
+/// [`SystemAccounts`] would run. No process belongs to them.
+#[cfg(test)]
+pub mod fake {
+    use std::cell::RefCell;
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use anyhow::Result;
+
+    use super::{Account, Accounts};
+
+    #[derive(Default)]
+    pub struct FakeAccounts {
+        users: RefCell<BTreeMap<String, PathBuf>>,
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl FakeAccounts {
+        /// The calls so far, one line each, and forget them.
+        pub fn take_calls(&self) -> Vec<String> {
+            std::mem::take(&mut self.calls.borrow_mut())
+        }
+    }
+
+    impl Accounts for FakeAccounts {
+        fn lookup(&self, user: &str) -> Option<Account> {
+            let home = self.users.borrow().get(user)?.clone();
+            Some(Account {
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+                home,
+            })
+        }
+        fn group_exists(&self, group: &str) -> bool {
+            self.users.borrow().contains_key(group)
+        }
+        fn create_user(&self, user: &str, home: &Path, comment: &str) -> Result<()> {
+            self.calls.borrow_mut().push(format!(
+                "useradd --system --user-group --no-create-home --shell /usr/sbin/nologin --home-dir {} --comment '{comment}' {user}",
+                home.display()
+            ));
+            if self.users.borrow().contains_key(user) {
+                anyhow::bail!("useradd: user '{user}' already exists");
+            }
+            self.users
+                .borrow_mut()
+                .insert(user.to_string(), home.to_path_buf());
+            Ok(())
+        }
+        fn delete_user(&self, user: &str) -> Result<()> {
+            if self.users.borrow_mut().remove(user).is_some() {
+                self.calls.borrow_mut().push(format!("userdel {user}"));
+            }
+            Ok(())
+        }
+        fn processes_of(&self, _uid: u32) -> Vec<i32> {
+            Vec::new()
+        }
+        fn wait_no_processes(&self, uid: u32) -> Result<()> {
+            let uid = if uid == nix::unistd::geteuid().as_raw() {
+                "ME".to_string()
+            } else {
+                uid.to_string()
+            };
+            self.calls
+                .borrow_mut()
+                .push(format!("wait until no process of uid {uid} runs"));
+            Ok(())
+        }
+    }
 }

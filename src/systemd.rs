@@ -105,6 +105,8 @@ impl UnitInfo {
 }
 
 mod dbus;
+#[cfg(test)]
+pub mod fake;
 
 pub use dbus::{DbusSystemd, MAX_PENDING_READS, RUNNING_SERVICE_PROPS, SERVICE_PROPS, UNIT_PROPS};
 #[cfg(test)]

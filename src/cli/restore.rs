@@ -92,6 +92,7 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
     restore::push_steps(
         &mut plan,
         paths,
+        &crate::identity::SYSTEM,
         &contents,
         archive,
         &record,

@@ -8,7 +8,7 @@ use anyhow::Result;
 use crate::config::HostConfig;
 use crate::error::Error;
 use crate::health;
-use crate::identity::{self, Account};
+use crate::identity::{self, Account, Accounts};
 use crate::openclaw_config;
 use crate::paths::{self, Paths};
 use crate::plan::{Plan, Step};
@@ -48,6 +48,9 @@ pub struct Ctx<'a> {
     pub paths: &'a Paths,
     pub cfg: &'a HostConfig,
     pub sd: &'a dyn Systemd,
+    /// The user database: the host's ([`identity::SYSTEM`]) unless a test
+    /// gives another with [`Ctx::with_accounts`].
+    pub ids: &'a dyn Accounts,
     pub record: &'a Record,
     pub tier: &'a Tier,
     /// The tier's limits with the record's overrides.
@@ -81,6 +84,7 @@ impl<'a> Ctx<'a> {
             paths,
             cfg,
             sd,
+            ids: &identity::SYSTEM,
             record,
             tier,
             limits: record.limits.apply(tier.limits).unwrap_or(tier.limits),
@@ -89,6 +93,11 @@ impl<'a> Ctx<'a> {
             user: paths::user_name(&record.name),
             unit: paths::unit_name(&record.name),
         }
+    }
+
+    /// The same tenant with another user database (a test's).
+    pub fn with_accounts(self, ids: &'a dyn Accounts) -> Ctx<'a> {
+        Ctx { ids, ..self }
     }
 
     fn proxy(&self) -> &'a ProxyConfig {
@@ -100,7 +109,8 @@ impl<'a> Ctx<'a> {
     }
 
     fn account(&self) -> Result<Account> {
-        identity::lookup(&self.user)
+        self.ids
+            .lookup(&self.user)
             .ok_or_else(|| anyhow::anyhow!("user {} does not exist", self.user))
     }
 
@@ -161,16 +171,16 @@ impl<'a> Ctx<'a> {
         plan.push(
             Step::new(
                 format!("create system user and group {}", self.user),
-                move || Ok(identity::lookup(&self.user).is_some()),
+                move || Ok(self.ids.lookup(&self.user).is_some()),
                 move || {
-                    identity::create_user(
+                    self.ids.create_user(
                         &self.user,
                         &paths::home_dir(name),
                         &format!("OpenClaw tenant {name} (ocusers)"),
                     )
                 },
             )
-            .revert(move || identity::delete_user(&self.user)),
+            .revert(move || self.ids.delete_user(&self.user)),
         );
 
         // Root's steps in the state directory go through descriptors and

@@ -172,7 +172,7 @@ pub fn converge(paths: &Paths, cfg: &HostConfig, desired: &[Desired], args: &Opt
             name: r.name.clone(),
             user: paths::user_name(&r.name),
             unit: paths::unit_name(&r.name),
-            account: super::remove::our_account(&r.name),
+            account: super::remove::our_account(&crate::identity::SYSTEM, &r.name),
             archive: super::remove::archive_path(paths, &r.name),
         })
         .collect();
@@ -186,6 +186,7 @@ pub fn converge(paths: &Paths, cfg: &HostConfig, desired: &[Desired], args: &Opt
             paths,
             cfg,
             &sd,
+            &crate::identity::SYSTEM,
             &r.name,
             &r.user,
             r.account.clone(),

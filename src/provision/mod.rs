@@ -27,7 +27,10 @@
 //! functions; `src/cli/` only parses the arguments, takes the host lock,
 //! prints and picks the exit code. Nothing here depends on the command line.
 //! Each plan's steps, as `--dry-run` prints them, are a golden file in
-//! `tests/golden/plans/` (see `tests.rs`): a new plan adds one there.
+//! `tests/golden/plans/` (see `tests.rs`), and the tree and the systemd and
+//! account calls the plan leaves when applied against a temporary root are
+//! one in `tests/golden/applied/` (see `tests/applied.rs`, with
+//! `systemd::fake` and `identity::fake`): a new plan adds one to each.
 pub mod add;
 pub mod converge;
 pub mod remove;

@@ -10,7 +10,7 @@ use crate::backup;
 use crate::config::HostConfig;
 use crate::error::Error;
 use crate::fsutil;
-use crate::identity;
+use crate::identity::{self, Accounts};
 use crate::paths::{self, Paths};
 use crate::plan::{Plan, Step};
 use crate::systemd::{DbusSystemd, Systemd};
@@ -59,7 +59,7 @@ pub fn remove(
     let sd = DbusSystemd::connect()?;
     let user = paths::user_name(name);
     let unit = paths::unit_name(name);
-    let account = our_account(name);
+    let account = our_account(&identity::SYSTEM, name);
     let registered = tenant::load(paths, name)?.is_some();
     let leftovers = account.is_some()
         || fsutil::exists(&paths.secrets_file(name))
@@ -84,6 +84,7 @@ pub fn remove(
         paths,
         &cfg,
         &sd,
+        &identity::SYSTEM,
         name,
         &user,
         account,
@@ -112,9 +113,11 @@ pub fn archive_path(paths: &Paths, name: &TenantName) -> PathBuf {
     ))
 }
 
-/// The tenant's user, if it is ours (its home is the tenant's state directory).
-pub fn our_account(name: &TenantName) -> Option<identity::Account> {
-    identity::lookup(&paths::user_name(name)).filter(|a| a.home == paths::home_dir(name))
+/// The tenant's user in `ids`, if it is ours (its home is the tenant's
+/// state directory).
+pub fn our_account(ids: &dyn Accounts, name: &TenantName) -> Option<identity::Account> {
+    ids.lookup(&paths::user_name(name))
+        .filter(|a| a.home == paths::home_dir(name))
 }
 
 /// The remove plan: the public routes go first (while they exist, the
@@ -126,6 +129,7 @@ pub fn plan<'a>(
     p: &'a Paths,
     cfg: &'a HostConfig,
     sd: &'a dyn Systemd,
+    ids: &'a dyn Accounts,
     name: &'a TenantName,
     user: &'a str,
     account: Option<identity::Account>,
@@ -149,12 +153,12 @@ pub fn plan<'a>(
             let u = sd.unit(unit)?;
             Ok(!u.is_active()
                 && u.active_state != "deactivating"
-                && uid.is_none_or(|uid| identity::processes_of(uid).is_empty()))
+                && uid.is_none_or(|uid| ids.processes_of(uid).is_empty()))
         },
         move || {
             sd.stop(unit)?;
             if let Some(uid) = uid {
-                identity::wait_no_processes(uid)?;
+                ids.wait_no_processes(uid)?;
             }
             Ok(())
         },
@@ -183,7 +187,7 @@ pub fn plan<'a>(
                     name,
                     &state,
                     &archive,
-                    our_account(name).is_some(),
+                    our_account(ids, name).is_some(),
                 )?;
                 // std's remove_dir_all opens each directory with O_NOFOLLOW
                 // below its parent's descriptor and unlinks links, never
@@ -235,8 +239,8 @@ pub fn plan<'a>(
     let ours = account.is_some();
     plan.push(Step::new(
         format!("delete user and group {user}"),
-        move || Ok(!ours || (identity::lookup(user).is_none() && !identity::group_exists(user))),
-        move || identity::delete_user(user),
+        move || Ok(!ours || (ids.lookup(user).is_none() && !ids.group_exists(user))),
+        move || ids.delete_user(user),
     ));
     plan.push(Step::new(
         format!(

@@ -113,6 +113,7 @@ pub fn prepare(
 pub fn push_steps<'a>(
     plan: &mut Plan<'a>,
     paths: &'a Paths,
+    ids: &'a dyn identity::Accounts,
     contents: &'a Contents,
     archive: &'a Path,
     record: &'a Record,
@@ -135,7 +136,7 @@ pub fn push_steps<'a>(
         ),
         || Ok(false),
         move || {
-            let account = identity::lookup(&user).context("the tenant user is missing")?;
+            let account = ids.lookup(&user).context("the tenant user is missing")?;
             // As the tenant, in its sandbox: the archive's links and names
             // reach only what the tenant could reach.
             let fix = backup::ConfigFix {

@@ -1,12 +1,15 @@
 //! Golden files of the plans' steps as `--dry-run` prints them, built
 //! against a temporary root and a systemd that knows no unit: a step
 //! removed, reordered or reworded changes them. Only the descriptions and
-//! the done/todo marks (nothing is applied: the add plan would create a
-//! system user). `UPDATE_GOLDEN=1 cargo test --lib provision::tests`
-//! rewrites them; review the diff.
+//! the done/todo marks; `applied.rs` applies the plans (a fake systemd and
+//! user database) and compares the resulting tree and calls.
+//! `UPDATE_GOLDEN=1 cargo test --lib provision::tests` rewrites both;
+//! review the diff.
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+
+mod applied;
 
 use super::{Ctx, Start, push_restart, remove, secret};
 use crate::config::HostConfig;
@@ -131,6 +134,7 @@ fn plans_match_their_golden_files() {
             &paths,
             &cfg,
             &sd,
+            &crate::identity::SYSTEM,
             name,
             "oc-goldie",
             None,
