@@ -47,7 +47,7 @@ use serde::Serialize;
 use crate::config::{AllowLocal, FirewallMode, HostConfig, Proto};
 use crate::error::Error;
 use crate::fsutil;
-use crate::identity;
+use crate::identity::Accounts;
 use crate::paths::{self, Paths};
 use crate::process;
 use crate::tenant::{self, Record, TenantName};
@@ -98,10 +98,10 @@ pub struct Inputs {
     pub resolvers: Vec<IpAddr>,
 }
 
-/// The rule set for these tenants: tenants whose user does not exist (yet,
-/// or any more) get no rules.
-pub fn tenant_rules(records: &[Record]) -> Vec<TenantRule> {
-    let uids = identity::uids_by_name();
+/// The rule set for these tenants: tenants whose user does not exist in
+/// `ids` (yet, or any more) get no rules.
+pub fn tenant_rules(records: &[Record], ids: &dyn Accounts) -> Vec<TenantRule> {
+    let uids = ids.uids_by_name();
     records
         .iter()
         .filter_map(|r| {
@@ -362,14 +362,20 @@ pub fn closes_block(table: &str, name: &str, first: u16, last: u16) -> bool {
 }
 
 /// The ruleset the registry asks for now, leaving out `exclude` (a tenant
-/// being removed, or whose `add` is being rolled back).
-pub fn desired(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) -> Result<String> {
+/// being removed, or whose `add` is being rolled back); the tenants' uids
+/// from `ids` (`&identity::SYSTEM` but in tests).
+pub fn desired(
+    paths: &Paths,
+    cfg: &HostConfig,
+    exclude: Option<&TenantName>,
+    ids: &dyn Accounts,
+) -> Result<String> {
     let records: Vec<Record> = tenant::list(paths)?
         .into_iter()
         .filter(|r| Some(&r.name) != exclude)
         .collect();
     Ok(render(&Inputs {
-        tenants: tenant_rules(&records),
+        tenants: tenant_rules(&records, ids),
         allow: cfg.isolation.allow_local(),
         resolvers: local_resolvers(&paths.root().join("etc/resolv.conf")),
     }))
@@ -467,8 +473,13 @@ fn comments(text: &str) -> impl Iterator<Item = &str> {
 /// Is the host's firewall what the registry asks for? The file must match;
 /// the loaded table too, unless the firewall is off or (mode `auto`) this
 /// host cannot have one.
-pub fn is_current(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) -> Result<bool> {
-    let want = desired(paths, cfg, exclude)?;
+pub fn is_current(
+    paths: &Paths,
+    cfg: &HostConfig,
+    exclude: Option<&TenantName>,
+    ids: &dyn Accounts,
+) -> Result<bool> {
+    let want = desired(paths, cfg, exclude, ids)?;
     if cfg.isolation.firewall == FirewallMode::Off {
         return Ok(true);
     }
@@ -488,7 +499,12 @@ pub fn is_current(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>)
 /// Write the ruleset file and load it. In mode `auto`, a host that cannot
 /// load rules gets a warning (and `ocusers audit` fails on it); in mode
 /// `required` that is an error.
-pub fn sync(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) -> Result<()> {
+pub fn sync(
+    paths: &Paths,
+    cfg: &HostConfig,
+    exclude: Option<&TenantName>,
+    ids: &dyn Accounts,
+) -> Result<()> {
     if cfg.isolation.firewall == FirewallMode::Off {
         return Ok(());
     }
@@ -497,7 +513,7 @@ pub fn sync(paths: &Paths, cfg: &HostConfig, exclude: Option<&TenantName>) -> Re
             "[isolation] proxy_users in /etc/ocusers/ocusers.toml is ignored: the proxy reaches each tenant through systemd-socket-proxyd, which connects as the tenant; delete the key"
         );
     }
-    let want = desired(paths, cfg, exclude)?;
+    let want = desired(paths, cfg, exclude, ids)?;
     let file = paths.firewall_file();
     if let Some(dir) = file.parent() {
         fsutil::ensure_dir(dir, 0o755)?;

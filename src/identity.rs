@@ -87,6 +87,8 @@ pub fn delete_user(user: &str) -> Result<()> {
 pub trait Accounts {
     fn lookup(&self, user: &str) -> Option<Account>;
     fn group_exists(&self, group: &str) -> bool;
+    /// See [`uids_by_name`].
+    fn uids_by_name(&self) -> std::collections::HashMap<String, u32>;
     /// See [`create_user`].
     fn create_user(&self, user: &str, home: &Path, comment: &str) -> Result<()>;
     /// See [`delete_user`].
@@ -108,6 +110,9 @@ impl Accounts for SystemAccounts {
     }
     fn group_exists(&self, group: &str) -> bool {
         group_exists(group)
+    }
+    fn uids_by_name(&self) -> std::collections::HashMap<String, u32> {
+        uids_by_name()
     }
     fn create_user(&self, user: &str, home: &Path, comment: &str) -> Result<()> {
         create_user(user, home, comment)
@@ -195,6 +200,11 @@ pub mod fake {
     }
 
     impl FakeAccounts {
+        /// The uid (and gid) every user of these accounts gets.
+        pub fn uid(&self) -> u32 {
+            nix::unistd::geteuid().as_raw()
+        }
+
         /// The calls so far, one line each, and forget them.
         pub fn take_calls(&self) -> Vec<String> {
             std::mem::take(&mut self.calls.borrow_mut())
@@ -205,13 +215,21 @@ pub mod fake {
         fn lookup(&self, user: &str) -> Option<Account> {
             let home = self.users.borrow().get(user)?.clone();
             Some(Account {
-                uid: nix::unistd::geteuid().as_raw(),
+                uid: self.uid(),
                 gid: nix::unistd::getegid().as_raw(),
                 home,
             })
         }
         fn group_exists(&self, group: &str) -> bool {
             self.users.borrow().contains_key(group)
+        }
+        fn uids_by_name(&self) -> std::collections::HashMap<String, u32> {
+            let uid = self.uid();
+            self.users
+                .borrow()
+                .keys()
+                .map(|u| (u.clone(), uid))
+                .collect()
         }
         fn create_user(&self, user: &str, home: &Path, comment: &str) -> Result<()> {
             self.calls.borrow_mut().push(format!(

@@ -353,11 +353,11 @@ impl<'a> Ctx<'a> {
                 move || {
                     Ok(cfg.isolation.firewall == crate::config::FirewallMode::Off
                         || (tenant::load(p, name)?.is_some()
-                            && crate::firewall::is_current(p, cfg, None)?))
+                            && crate::firewall::is_current(p, cfg, None, self.ids)?))
                 },
-                move || crate::firewall::sync(p, cfg, None),
+                move || crate::firewall::sync(p, cfg, None, self.ids),
             )
-            .revert(move || crate::firewall::sync(p, cfg, Some(name))),
+            .revert(move || crate::firewall::sync(p, cfg, Some(name), self.ids)),
         );
 
         plan.push(

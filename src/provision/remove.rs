@@ -233,8 +233,8 @@ pub fn plan<'a>(
             "drop the firewall rules of {name} ({})",
             p.firewall_file().display()
         ),
-        move || crate::firewall::is_current(p, cfg, Some(name)),
-        move || crate::firewall::sync(p, cfg, Some(name)),
+        move || crate::firewall::is_current(p, cfg, Some(name), ids),
+        move || crate::firewall::sync(p, cfg, Some(name), ids),
     ));
     let ours = account.is_some();
     plan.push(Step::new(

@@ -11,8 +11,8 @@
 //! (the plans start the unit with `Start::NoWait`, so no readiness wait;
 //! restore's restart-and-wait step is left out), nftables (mode `auto` on a
 //! host that cannot load rules: the ruleset file is written, nothing is
-//! loaded), and the firewall's per-tenant rules (the firewall reads the
-//! host's user database, which has no `oc-goldie`).
+//! loaded). The firewall's rules for the tenant come from the fake
+//! accounts' uid, shown as `UID`.
 use std::fmt::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -29,7 +29,8 @@ use crate::policy::Tier;
 use crate::systemd::fake::FakeSystemd;
 use crate::tenant::Record;
 
-const NOT_RUN: &str = "not run: the gateway (Start::NoWait, no readiness wait), nftables (the ruleset file only), the firewall's per-tenant rules (no oc-goldie in the host's user database)";
+const NOT_RUN: &str =
+    "not run: the gateway (Start::NoWait, no readiness wait), nftables (the ruleset file only)";
 
 fn sha(data: &[u8]) -> String {
     let h = Sha256::digest(data);
@@ -78,10 +79,32 @@ fn archive_lines(path: &Path) -> String {
     out
 }
 
+/// The nftables ruleset with the tenant's uid (`uid`, the fake accounts'
+/// one) written `UID` in the tenant's set elements (the lines that name
+/// goldie), so the text is the same whichever uid the test runs as.
+fn neutral_ruleset(data: &[u8], uid: u32) -> String {
+    String::from_utf8_lossy(data)
+        .lines()
+        .map(|l| {
+            if !l.contains("\"goldie ") {
+                return format!("{l}\n");
+            }
+            let l = l.replace(&format!("uid {uid}\""), "uid UID\"");
+            let l = match l.strip_prefix(&format!("\t\t\t{uid} ")) {
+                Some(rest) => format!("\t\t\tUID {rest}"),
+                None => l,
+            };
+            format!("{l}\n")
+        })
+        .collect()
+}
+
 /// Every path under `root`, sorted: type, mode, owner (ME: this process's
 /// uid, else the number), and for a file its size and SHA-256 (an env
-/// file's values and an archive's members instead, see above).
-fn tree(root: &Path) -> String {
+/// file's values and an archive's members instead, see above; the
+/// ruleset's, with the tenant's uid `uid` written UID, and its lines for
+/// the tenant).
+fn tree(root: &Path, uid: u32) -> String {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
@@ -119,6 +142,18 @@ fn tree(root: &Path) -> String {
             if rel.ends_with(".env") {
                 writeln!(out, "  {rel} file {mode:04o} {owner} {}", data.len()).unwrap();
                 out.push_str(&env_lines(&data));
+            } else if rel.ends_with(".nft") {
+                let text = neutral_ruleset(&data, uid);
+                writeln!(
+                    out,
+                    "  {rel} file {mode:04o} {owner} {} sha256:{} (UID for the tenant's uid)",
+                    text.len(),
+                    sha(text.as_bytes())
+                )
+                .unwrap();
+                for l in text.lines().filter(|l| l.contains("\"goldie ")) {
+                    writeln!(out, "      {}", l.trim()).unwrap();
+                }
             } else if rel.ends_with(".tar.gz") {
                 writeln!(out, "  {rel} file {mode:04o} {owner} (archive)").unwrap();
                 out.push_str(&archive_lines(&p));
@@ -185,7 +220,7 @@ impl Case<'_> {
             writeln!(text, "  {c}").unwrap();
         }
         text.push_str("== tree under ROOT\n");
-        text.push_str(&tree(self.root));
+        text.push_str(&tree(self.root, self.ids.uid()));
         compare(name, &text);
     }
 }
