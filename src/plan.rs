@@ -104,6 +104,13 @@ impl<'a> Plan<'a> {
         self.steps.push(step);
     }
 
+    /// Take the last step off, and say what it was (a test that cannot run
+    /// it, such as a restart that waits for a gateway).
+    #[cfg(test)]
+    pub(crate) fn pop(&mut self) -> Option<String> {
+        self.steps.pop().map(|s| s.what)
+    }
+
     pub fn len(&self) -> usize {
         self.steps.len()
     }

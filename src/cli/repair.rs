@@ -65,7 +65,7 @@ pub fn run(paths: &Paths, args: RepairArgs) -> Result<()> {
             crate::proxy::extra_domains(&records),
         );
         let mut plan = ctx.plan(Start::No, false);
-        repair::push_steps(&mut plan, paths, &sd, r, &drift);
+        repair::push_steps(&mut plan, paths, &sd, &crate::identity::SYSTEM, r, &drift);
         if args.dry_run {
             println!("plan to repair tenant {}:", r.name);
             print!("{}", plan.describe()?);

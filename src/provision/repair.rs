@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::config::HostConfig;
 use crate::doctor::{self, Status};
-use crate::identity;
+use crate::identity::Accounts;
 use crate::paths::{self, Paths};
 use crate::plan::{Plan, Step};
 use crate::proxy::origins;
@@ -70,11 +70,13 @@ impl Drift {
     }
 }
 
-/// The steps after the tenant's add plan (built with `Start::No`).
+/// The steps after the tenant's add plan (built with `Start::No`); the
+/// tenant's user from `ids` (`&identity::SYSTEM` but in tests).
 pub fn push_steps<'a>(
     plan: &mut Plan<'a>,
     paths: &'a Paths,
     sd: &'a dyn Systemd,
+    ids: &'a dyn Accounts,
     record: &'a Record,
     drift: &Drift,
 ) {
@@ -84,13 +86,13 @@ pub fn push_steps<'a>(
     plan.push(Step::new(
         format!("give {} back to {user}", state.display()),
         move || {
-            Ok(identity::lookup(&owner).is_some_and(|a| {
+            Ok(ids.lookup(&owner).is_some_and(|a| {
                 !statedir::state_exists(paths, &record.name)
                     || statedir::state_owned_by(paths, &record.name, &a)
             }))
         },
         move || {
-            let a = identity::lookup(&user).context("the tenant user is missing")?;
+            let a = ids.lookup(&user).context("the tenant user is missing")?;
             for note in statedir::give_back(paths, &record.name, &a)? {
                 println!("note: {note}");
             }

@@ -426,3 +426,54 @@ fn a_failed_add_rolls_back_to_its_golden_file() {
         add.plan(Start::NoWait, false),
     );
 }
+
+/// `ocusers repair` on a tenant whose unit was disabled and whose state
+/// directory is gone: the add plan (`Start::No`) makes what is missing, the
+/// repair steps give the state back; the restart that waits for a gateway
+/// is taken off the plan and named in the golden's header.
+#[test]
+fn repair_matches_its_golden_file() {
+    use crate::systemd::Systemd as _;
+    crate::firewall::load_no_rules_in_this_thread();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let paths = Paths::new(root);
+    let cfg = HostConfig::load(&paths).unwrap();
+    let sd = FakeSystemd::new(&paths);
+    let ids = FakeAccounts::default();
+    let case = Case {
+        root,
+        sd: &sd,
+        ids: &ids,
+    };
+    let record = goldie();
+    let tier = Tier::load(&paths, "standard").unwrap();
+    let add = Ctx::new(&paths, &cfg, &sd, &record, &tier, &[], Vec::new()).with_accounts(&ids);
+    add.plan(Start::NoWait, false).apply().unwrap();
+    // The drift: the unit disabled, the state directory deleted.
+    let unit = "openclaw@goldie.service";
+    sd.disable(unit).unwrap();
+    crate::fsutil::remove_tree(&paths.state_dir(&record.name)).unwrap();
+    sd.take_calls();
+    ids.take_calls();
+
+    let drift = super::super::repair::Drift::check(&paths, &cfg, &sd, &record).unwrap();
+    assert!(!drift.is_clean());
+    assert_eq!(sd.unit(unit).unwrap().unit_file_state, "disabled");
+    sd.take_calls();
+    let ctx = Ctx::new(&paths, &cfg, &sd, &record, &tier, &[], Vec::new()).with_accounts(&ids);
+    let mut plan = ctx.plan(Start::No, false);
+    super::super::repair::push_steps(&mut plan, &paths, &sd, &ids, &record, &drift);
+    let restart = plan.pop().expect("the repair plan restarts the tenant");
+    assert!(
+        restart.starts_with("restart openclaw@goldie.service"),
+        "{restart}"
+    );
+    case.apply(
+        "repair",
+        &format!(
+            "repair: goldie after add, its unit disabled and its state directory deleted (without the last step, which needs a gateway: {restart})"
+        ),
+        plan,
+    );
+}
