@@ -179,8 +179,10 @@ pub fn wait_no_processes(uid: u32) -> Result<()> {
     anyhow::bail!("processes of uid {uid} are still running after 30 s")
 }
 
-/// Accounts for tests: every user a test creates gets this process's uid
-/// and gid (so chowns to it work without privileges) and a home under
+/// Accounts for tests: every user a test creates gets one uid and gid,
+/// [`fake::TENANT_UID`] when the tests run as root (CI does: chowns to it
+/// work, so a tree shows root's files apart from the tenant's), else this
+/// process's (so chowns to it work without privileges), and a home under
 /// `/var/lib/openclaw/`; each change is recorded as the command the host's
 /// [`SystemAccounts`] would run. No process belongs to them.
 #[cfg(test)]
@@ -193,6 +195,9 @@ pub mod fake {
 
     use super::{Account, Accounts};
 
+    /// The uid and gid of every fake user when the tests run as root.
+    pub const TENANT_UID: u32 = 4242;
+
     #[derive(Default)]
     pub struct FakeAccounts {
         users: RefCell<BTreeMap<String, PathBuf>>,
@@ -202,7 +207,11 @@ pub mod fake {
     impl FakeAccounts {
         /// The uid (and gid) every user of these accounts gets.
         pub fn uid(&self) -> u32 {
-            nix::unistd::geteuid().as_raw()
+            if nix::unistd::geteuid().is_root() {
+                TENANT_UID
+            } else {
+                nix::unistd::geteuid().as_raw()
+            }
         }
 
         /// The calls so far, one line each, and forget them.
@@ -216,7 +225,11 @@ pub mod fake {
             let home = self.users.borrow().get(user)?.clone();
             Some(Account {
                 uid: self.uid(),
-                gid: nix::unistd::getegid().as_raw(),
+                gid: if nix::unistd::geteuid().is_root() {
+                    TENANT_UID
+                } else {
+                    nix::unistd::getegid().as_raw()
+                },
                 home,
             })
         }
@@ -254,8 +267,8 @@ pub mod fake {
             Vec::new()
         }
         fn wait_no_processes(&self, uid: u32) -> Result<()> {
-            let uid = if uid == nix::unistd::geteuid().as_raw() {
-                "ME".to_string()
+            let uid = if uid == self.uid() {
+                "TENANT".to_string()
             } else {
                 uid.to_string()
             };

@@ -4,12 +4,16 @@
 //! account calls, in order, compared with `tests/golden/applied/*.txt`
 //! (in the style of systemd/zram-generator's test cases). A step removed,
 //! reordered or changed in what it writes or asks of systemd changes them.
-//! `UPDATE_GOLDEN=1 cargo test --lib provision::tests` rewrites them;
-//! review the diff.
+//! `UPDATE_GOLDEN=1 cargo test --lib provision::tests`, run as root,
+//! rewrites them; review the diff.
+//!
+//! Owners: as root (CI), the fake tenant is uid 4242 and the tree shows
+//! `ROOT` and `TENANT`; as another user, who then owns everything, the
+//! golden's owners are read as `ME` (the same files check all the rest).
 //!
 //! What does not run here, and each golden's header says so: the gateway
 //! (the plans start the unit with `Start::NoWait`, so no readiness wait;
-//! restore's restart-and-wait step is left out), nftables (mode `auto` on a
+//! restore's and repair's restart-and-wait steps are left out), nftables (mode `auto` on a
 //! host that cannot load rules: the ruleset file is written, nothing is
 //! loaded). The firewall's rules for the tenant come from the fake
 //! accounts' uid, shown as `UID`.
@@ -22,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::super::{Ctx, Start, remove, restore};
 use super::goldie;
 use crate::config::HostConfig;
-use crate::identity::fake::FakeAccounts;
+use crate::identity::fake::{FakeAccounts, TENANT_UID};
 use crate::paths::Paths;
 use crate::plan::{Outcome, Plan};
 use crate::policy::Tier;
@@ -99,8 +103,55 @@ fn neutral_ruleset(data: &[u8], uid: u32) -> String {
         .collect()
 }
 
-/// Every path under `root`, sorted: type, mode, owner (ME: this process's
-/// uid, else the number), and for a file its size and SHA-256 (an env
+/// A uid as the goldens write it: as root (CI), `ROOT` for 0 and `TENANT`
+/// for the fake accounts' uid ([`TENANT_UID`]); as another user, who owns
+/// everything the test makes, `ME` for that user (and [`compare`] reads the
+/// golden's ROOT and TENANT owners as ME); else the number.
+fn owner_label(uid: u32) -> String {
+    let me = nix::unistd::geteuid().as_raw();
+    if me == 0 && uid == 0 {
+        "ROOT".into()
+    } else if me == 0 && uid == TENANT_UID {
+        "TENANT".into()
+    } else if me != 0 && uid == me {
+        "ME".into()
+    } else {
+        uid.to_string()
+    }
+}
+
+/// The golden as a run that is not root can check it: the owners in its
+/// tree (`ROOT`, `TENANT`) are all this user's, `ME`.
+fn owners_as_me(golden: &str) -> String {
+    let Some((head, tree)) = golden.split_once(TREE) else {
+        return golden.to_string();
+    };
+    let tree: String = tree
+        .lines()
+        .map(|l| {
+            let mut words: Vec<&str> = l.split(' ').collect();
+            // "  PATH dir MODE OWNER", "  PATH file MODE OWNER ...",
+            // "  PATH link OWNER -> TARGET" (two leading spaces: two empty words).
+            let at = match words.get(3) {
+                Some(&"link") => 4,
+                Some(&"dir") | Some(&"file") => 5,
+                _ => usize::MAX,
+            };
+            if let Some(w) = words.get_mut(at)
+                && (*w == "ROOT" || *w == "TENANT")
+            {
+                *w = "ME";
+            }
+            format!("{}\n", words.join(" "))
+        })
+        .collect();
+    format!("{head}{TREE}{tree}")
+}
+
+const TREE: &str = "== tree under ROOT\n";
+
+/// Every path under `root`, sorted: type, mode, owner (see [`owner_label`]),
+/// and for a file its size and SHA-256 (an env
 /// file's values and an archive's members instead, see above; the
 /// ruleset's, with the tenant's uid `uid` written UID, and its lines for
 /// the tenant).
@@ -120,16 +171,11 @@ fn tree(root: &Path, uid: u32) -> String {
     }
     let mut paths = Vec::new();
     walk(root, &mut paths);
-    let me = nix::unistd::geteuid().as_raw();
     let mut out = String::new();
     for p in paths {
         let m = std::fs::symlink_metadata(&p).unwrap();
         let rel = p.strip_prefix(root).unwrap().display().to_string();
-        let owner = if m.uid() == me {
-            "ME".to_string()
-        } else {
-            m.uid().to_string()
-        };
+        let owner = owner_label(m.uid());
         let mode = m.permissions().mode() & 0o7777;
         let ft = m.file_type();
         if ft.is_symlink() {
@@ -219,7 +265,7 @@ impl Case<'_> {
         for c in self.ids.take_calls() {
             writeln!(text, "  {c}").unwrap();
         }
-        text.push_str("== tree under ROOT\n");
+        text.push_str(TREE);
         text.push_str(&tree(self.root, self.ids.uid()));
         compare(name, &text);
     }
@@ -229,7 +275,13 @@ fn compare(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/applied")
         .join(format!("{name}.txt"));
+    let root = nix::unistd::geteuid().is_root();
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        // Only root's run tells root's files from the tenant's.
+        assert!(
+            root,
+            "rewrite the applied goldens as root (`sudo env PATH=$PATH UPDATE_GOLDEN=1 cargo test --lib provision::tests`): only then are the tenant's files owned by another uid than root's"
+        );
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
         return;
@@ -240,6 +292,11 @@ fn compare(name: &str, actual: &str) {
             path.display()
         )
     });
+    let expected = if root {
+        expected
+    } else {
+        owners_as_me(&expected)
+    };
     if expected != actual {
         let diff = line_diff(&expected, actual);
         panic!(
