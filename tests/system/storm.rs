@@ -57,9 +57,15 @@ fn storm(fx: &Fixture, names: &[String]) -> R {
     ))?;
     let since = fx.sh("date '+%Y-%m-%d %H:%M:%S'")?.trim().to_string();
     let t = Instant::now();
-    // As a boot does: one transaction for the target and every tenant it wants.
-    fx.sh("systemctl start --no-block openclaw.target")?;
-    let all_ready = wait_for("ten tenants ready", Duration::from_secs(900), || {
+    // As a boot does: systemd reads openclaw.target.wants/ afresh (ocusers
+    // enables a tenant without a daemon-reload, which systemd 252 does not
+    // ask for, so the running target does not know the ten yet), then one
+    // transaction starts the target and every tenant it wants.
+    fx.sh("systemctl daemon-reload && systemctl start --no-block openclaw.target")?;
+    let rounds = STORM.div_ceil(batch) as f64;
+    let bound = 1.5 * rounds * cold;
+    let patience = Duration::from_secs_f64((2.0 * bound).max(120.0));
+    let all_ready = wait_for("ten tenants ready", patience, || {
         for p in &ports {
             if fx.readyz(*p)? != "200" {
                 return Ok(false);
@@ -93,8 +99,6 @@ fn storm(fx: &Fixture, names: &[String]) -> R {
         "journalctl --since '{since}' -o cat -u 'openclaw@storm*' | grep -c '^start gate: storm' || true"
     ))?;
     let waited: usize = gate.trim().parse().unwrap_or(0);
-    let rounds = STORM.div_ceil(batch) as f64;
-    let bound = 1.5 * rounds * cold;
     fx.figure(
         "start storm: 10 tenants via openclaw.target",
         format!(
