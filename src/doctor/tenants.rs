@@ -202,6 +202,7 @@ pub(super) fn orphans(paths: &Paths, records: &[Record]) -> Vec<Check> {
             fix: Some(format!(
                 "`sudo ocusers remove {n}` (archives the state) or `sudo ocusers repair --remove-orphans`"
             )),
+            blocks_left: None,
         })
         .collect()
 }

@@ -71,6 +71,7 @@ const TRIALS: &[(&str, Check)] = &[
     ("stop_and_start", tenants::stop_and_start),
     ("kill9_restarts", tenants::kill9_restarts),
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
+    ("warm_start_faster", tenants::warm_start_faster),
     ("failed_add_rolls_back", tenants::failed_add_rolls_back),
     ("remove_bob", tenants::remove_bob),
     // The process boundary as the tenant attacks it (issue 15); alice and
