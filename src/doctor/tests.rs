@@ -97,3 +97,27 @@ fn pool_says_blocks_left_and_warns_of_the_ephemeral_range() {
         (1, Status::Warn, Some(0))
     );
 }
+
+#[test]
+fn a_cache_link_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
+    // A link is never the tenant's directory, whoever the user is.
+    let r = Record {
+        name: TenantName::parse("linked").unwrap(),
+        port: 20000,
+        block: 128,
+        tier: "standard".into(),
+        runtime: "2026.9.6".into(),
+        created: "x".into(),
+        domains: Vec::new(),
+        limits: Default::default(),
+    };
+    std::fs::create_dir_all(paths.cache_parent()).unwrap();
+    std::os::unix::fs::symlink("/etc", paths.cache_dir(&r.name)).unwrap();
+    let c = tenant_files(&paths, &r);
+    assert!(
+        c.iter().any(|c| c.detail.contains("compile cache")),
+        "{c:?}"
+    );
+}
