@@ -833,17 +833,28 @@ pub fn warm_start_faster(fx: &Fixture) -> R {
         "warm restarts to ready",
         format!("{warm1:.1} s, {warm2:.1} s (the mean is the warm figure)"),
     );
-    // One gateway process: a respawn would leave a second `gateway run`
-    // (the launcher waiting on its child) in the unit's cgroup.
+    // No respawn: the process listening on the gateway's port is the unit's
+    // main process. (A launcher that respawned itself for its compile cache
+    // stays the main process, waiting on the child that listens; the
+    // gateway retitles itself `openclaw`, so argv cannot tell them apart.)
     let main = fx.main_pid("alice")?;
-    let runs = fx.sh(&format!(
-        "for p in $(cat /sys/fs/cgroup/systemd$(systemctl show -P ControlGroup {unit})/cgroup.procs); do \
-           if tr '\\0' ' ' < /proc/$p/cmdline | grep -q 'openclaw.mjs gateway run'; then echo $p; fi; done"
-    ))?;
+    let listener = fx.sh(&format!("ss -Hltnp 'sport = :{port}'"))?;
+    let pids: std::collections::BTreeSet<&str> = listener
+        .split("pid=")
+        .skip(1)
+        .filter_map(|s| s.split(',').next())
+        .collect();
     ensure(
-        runs.split_whitespace().collect::<Vec<_>>() == [main.to_string()],
-        || format!("want only the main process {main} running `gateway run`, got {runs:?}"),
+        pids.len() == 1 && pids.contains(main.to_string().as_str()),
+        || format!("want the main process {main} alone on port {port}, got {listener:?}"),
     )?;
+    let procs = fx.sh(&format!(
+        "wc -l < /sys/fs/cgroup/systemd$(systemctl show -P ControlGroup {unit})/cgroup.procs"
+    ))?;
+    fx.figure(
+        "warm alice",
+        format!("{} processes in the unit", procs.trim()),
+    );
     let env = fx.sh(&format!(
         "tr '\\0' '\\n' < /proc/{main}/environ | grep '^NODE_COMPILE_CACHE='"
     ))?;
