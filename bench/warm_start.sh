@@ -44,17 +44,13 @@ for _ in $(seq "$n"); do
     colds+=("$(one cold)")
     warms+=("$(one warm)")
 done
-# A launcher respawn (for its compile cache) would show as a second one.
-cg=$(systemctl show -P ControlGroup "$unit")
-procs_file=/sys/fs/cgroup$cg/cgroup.procs
-[ -e "$procs_file" ] || procs_file=/sys/fs/cgroup/systemd$cg/cgroup.procs
-procs=0
-for p in $(cat "$procs_file"); do
-    tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | grep -q 'openclaw.mjs gateway run' && procs=$((procs + 1))
-done
+# No respawn: the unit's main process itself listens on the port (a launcher
+# that respawned itself for its compile cache would wait on a child that does).
+main=$(systemctl show -P MainPID "$unit")
+listeners=$(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | sort -u | tr '\n' ' ')
 c=$(printf '%s\n' "${colds[@]}" | median)
 w=$(printf '%s\n' "${warms[@]}" | median)
 echo "cold: ${colds[*]}"
 echo "warm: ${warms[*]}"
 echo "restart to ready: cold $c s, warm $w s (Y/X = $(awk -v c="$c" -v w="$w" 'BEGIN { printf "%.2f", w/c }'))"
-echo "processes running \`gateway run\` in $unit: $procs (1: no respawn)"
+echo "main process $main; listening on $port: ${listeners:-nothing} (the main process alone: no respawn)"
