@@ -261,7 +261,7 @@ mod tests {
     fn defaults_load_without_files() {
         let dir = tempfile::tempdir().unwrap();
         let c = HostConfig::load(&Paths::new(dir.path())).unwrap();
-        assert_eq!(c.ports.start, 20000);
+        assert_eq!(c.ports.start, 6176);
         assert_eq!(c.ports.block, 128);
         assert_eq!(c.tenants.default_tier, "standard");
         assert_eq!(c.capacity.overcommit, 1.5);

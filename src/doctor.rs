@@ -43,6 +43,9 @@ pub struct Check {
     /// What to do about a warning or failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The `ports` check: how many port blocks new tenants can still get.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks_left: Option<u32>,
 }
 
 fn ok(check: &str, detail: impl Into<String>) -> Check {
@@ -52,6 +55,7 @@ fn ok(check: &str, detail: impl Into<String>) -> Check {
         tenant: None,
         detail: detail.into(),
         fix: None,
+        blocks_left: None,
     }
 }
 
@@ -62,6 +66,7 @@ fn bad(status: Status, check: &str, detail: impl Into<String>, fix: impl Into<St
         tenant: None,
         detail: detail.into(),
         fix: Some(fix.into()),
+        blocks_left: None,
     }
 }
 
@@ -98,7 +103,7 @@ pub fn run(paths: &Paths, sd: std::result::Result<&DbusSystemd, &anyhow::Error>)
     };
     out.extend(runtimes(paths, &records));
     out.extend(proxy(paths, sd.ok().map(|s| s as &dyn Systemd), &records));
-    out.push(port_pool(paths, &records));
+    out.extend(port_pool(paths, &records));
     out.extend(disk(paths));
     if let Ok(sd) = sd {
         out.extend(units(sd, &records));
@@ -399,34 +404,41 @@ fn proxy(paths: &Paths, sd: Option<&dyn Systemd>, records: &[Record]) -> Vec<Che
     out
 }
 
-fn port_pool(paths: &Paths, records: &[Record]) -> Check {
+fn port_pool(paths: &Paths, records: &[Record]) -> Vec<Check> {
     let cfg = match HostConfig::load(paths) {
         Ok(c) => c,
         Err(e) => {
-            return bad(
+            return vec![bad(
                 Status::Fail,
                 "ports",
                 format!("{e:#}"),
                 "fix /etc/ocusers/ocusers.toml",
-            );
+            )];
         }
     };
     let live = ports::live_listeners(paths.root()).unwrap_or_default();
-    let p = cfg.ports;
-    let mut free = 0;
-    let mut port = u32::from(p.start);
-    while port + u32::from(p.block) - 1 <= u32::from(p.end) {
-        if ports::check_requested(port as u16, &p, records, &live).is_ok() {
-            free += 1;
-        }
-        port += u32::from(p.block);
-    }
-    if free == 0 {
+    let range = std::fs::read_to_string(paths.root().join("proc/sys/net/ipv4/ip_local_port_range"))
+        .ok()
+        .and_then(|t| ports::parse_local_port_range(&t));
+    pool_checks(&cfg.ports, records, &live, range)
+}
+
+/// The pool's checks: blocks left (also as `blocks_left`), and a warning
+/// when the kernel's ephemeral range (`range`, if readable) overlaps it.
+fn pool_checks(
+    p: &crate::config::PortsConfig,
+    records: &[Record],
+    live: &std::collections::BTreeSet<u16>,
+    range: Option<(u16, u16)>,
+) -> Vec<Check> {
+    let free = ports::free_blocks(p, records, live);
+    let total = ports::pool_blocks(p);
+    let mut c = if free == 0 {
         bad(
             Status::Warn,
             "ports",
             format!(
-                "no free port block left in {}-{} (blocks of {})",
+                "no free port block left in {}-{} ({total} blocks of {})",
                 p.start, p.end, p.block
             ),
             "widen [ports] in /etc/ocusers/ocusers.toml before adding tenants",
@@ -435,11 +447,25 @@ fn port_pool(paths: &Paths, records: &[Record]) -> Check {
         ok(
             "ports",
             format!(
-                "{free} free port blocks in {}-{} (blocks of {})",
+                "{free} of {total} port blocks left in {}-{} (blocks of {})",
                 p.start, p.end, p.block
             ),
         )
+    };
+    c.blocks_left = Some(free);
+    let mut out = vec![c];
+    if let Some((lo, hi)) = range.and_then(|r| ports::ephemeral_overlap(p, r)) {
+        let (a, b) = range.unwrap_or_default();
+        out.push(bad(
+            Status::Warn,
+            "ports",
+            format!(
+                "the kernel's ephemeral range {a}-{b} (net.ipv4.ip_local_port_range) overlaps the port pool at {lo}-{hi}: an outgoing connection can take a gateway's port"
+            ),
+            "move [ports] in /etc/ocusers/ocusers.toml out of it, or narrow the range (sysctl net.ipv4.ip_local_port_range), or reserve the pool (net.ipv4.ip_local_reserved_ports)",
+        ));
     }
+    out
 }
 
 fn disk(paths: &Paths) -> Vec<Check> {

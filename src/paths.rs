@@ -121,6 +121,16 @@ impl Paths {
         self.state_parent().join(name.as_str())
     }
 
+    /// `/var/cache/openclaw/NAME`: the tenant's Node compile cache (0700,
+    /// its own; the unit's `CacheDirectory=`). Written by the tenant, read
+    /// only by its own gateway; never in a backup, deleted by `remove`.
+    pub fn cache_parent(&self) -> PathBuf {
+        self.at("/var/cache/openclaw")
+    }
+    pub fn cache_dir(&self, name: &TenantName) -> PathBuf {
+        self.cache_parent().join(name.as_str())
+    }
+
     /// The nftables ruleset ocusers generates from the registry.
     pub fn firewall_file(&self) -> PathBuf {
         self.at("/var/lib/ocusers/firewall.nft")

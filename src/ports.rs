@@ -194,6 +194,41 @@ pub fn check_requested(
     }
 }
 
+/// How many blocks the pool has room for.
+pub fn pool_blocks(pool: &PortsConfig) -> u32 {
+    let span = u32::from(pool.end) + 1 - u32::from(pool.start).min(u32::from(pool.end) + 1);
+    span / u32::from(pool.block.max(1))
+}
+
+/// How many of the pool's blocks [`allocate`] could still hand out.
+pub fn free_blocks(pool: &PortsConfig, tenants: &[Record], live: &BTreeSet<u16>) -> u32 {
+    (0..pool_blocks(pool))
+        .map(|i| u32::from(pool.start) + i * u32::from(pool.block))
+        .filter(|&port| conflict(port as u16, pool, tenants, live).is_none())
+        .count() as u32
+}
+
+/// `/proc/sys/net/ipv4/ip_local_port_range` ("32768\t60999\n"): the
+/// kernel's ephemeral range, which connect() takes source ports from.
+pub fn parse_local_port_range(text: &str) -> Option<(u16, u16)> {
+    let mut it = text.split_whitespace().map(|w| w.parse::<u16>().ok());
+    match (it.next()??, it.next()??) {
+        (a, b) if a <= b => Some((a, b)),
+        _ => None,
+    }
+}
+
+/// The part of the pool inside the ephemeral range `range`, if any: a
+/// gateway could find its port taken by some process's outgoing connection.
+pub fn ephemeral_overlap(pool: &PortsConfig, range: (u16, u16)) -> Option<(u16, u16)> {
+    let lo = pool.start.max(range.0);
+    let hi = pool.end.min(range.1);
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Linux's default `ip_local_port_range`.
+pub const LINUX_EPHEMERAL: (u16, u16) = (32768, 60999);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +301,66 @@ mod tests {
         let live = BTreeSet::from([20130]);
         let err = check_requested(20128, &POOL, &[], &live).unwrap_err();
         assert!(err.to_string().contains("listening on port 20130"), "{err}");
+    }
+
+    #[test]
+    fn counts_free_blocks() {
+        // 20000..=20511 holds four blocks of 128.
+        assert_eq!(pool_blocks(&POOL), 4);
+        let none = BTreeSet::new();
+        assert_eq!(free_blocks(&POOL, &[], &none), 4);
+        let tenants = [t("alice", 20000), t("bob", 20256)];
+        assert_eq!(free_blocks(&POOL, &tenants, &none), 2);
+        // A listener inside a block takes it; one past the pool does not.
+        let live: BTreeSet<u16> = [20130, 20600].into();
+        assert_eq!(free_blocks(&POOL, &tenants, &live), 1);
+        // A tenant off the grid (an older pool's) blocks the two it overlaps.
+        assert_eq!(free_blocks(&POOL, &[t("old", 20064)], &none), 2);
+        // A remainder shorter than a block is not a block.
+        let odd = PortsConfig { end: 20510, ..POOL };
+        assert_eq!(pool_blocks(&odd), 3);
+    }
+
+    #[test]
+    fn shipped_pool_holds_200_below_the_ephemeral_range() {
+        let text = include_str!("../policy/ocusers.toml");
+        let v: toml::Value = toml::from_str(text).unwrap();
+        let p = &v["ports"];
+        let get = |k: &str| p[k].as_integer().unwrap() as u16;
+        let pool = PortsConfig {
+            start: get("start"),
+            end: get("end"),
+            block: get("block"),
+        };
+        assert!(
+            pool_blocks(&pool) >= 200,
+            "{pool:?}: {}",
+            pool_blocks(&pool)
+        );
+        assert_eq!(ephemeral_overlap(&pool, LINUX_EPHEMERAL), None);
+        // On the old pool's grid (20000 + k*128): tenants allocated before
+        // the pool grew sit on whole blocks of the new one.
+        assert_eq!((20000 - u32::from(pool.start)) % u32::from(pool.block), 0);
+        assert_eq!(
+            free_blocks(&pool, &[t("alice", 20000)], &BTreeSet::new()),
+            pool_blocks(&pool) - 1
+        );
+    }
+
+    #[test]
+    fn reads_the_kernels_range() {
+        assert_eq!(
+            parse_local_port_range("32768\t60999\n"),
+            Some((32768, 60999))
+        );
+        assert_eq!(parse_local_port_range("1024 65535"), Some((1024, 65535)));
+        assert_eq!(parse_local_port_range("x"), None);
+        assert_eq!(parse_local_port_range("9 3"), None);
+        assert_eq!(
+            ephemeral_overlap(&POOL, (20500, 60999)),
+            Some((20500, 20511))
+        );
+        assert_eq!(ephemeral_overlap(&POOL, (20512, 60999)), None);
+        assert_eq!(ephemeral_overlap(&POOL, (1024, 19999)), None);
     }
 }

@@ -31,6 +31,8 @@ const BUILTIN_TEMPLATE: &str = include_str!("../units/openclaw@.service");
 const NOT_CARRIED: &[&str] = &[
     "Type",
     "ExecStart",
+    // The start gate (as root, `+`) is for the gateway's own starts only.
+    "ExecStartPre",
     "Restart",
     "RestartSec",
     "RestartPreventExitStatus",
@@ -233,6 +235,7 @@ mod tests {
             assert!(!NOT_CARRIED.contains(&key), "{p}");
             assert!(!p.contains("%i"), "{p}");
             assert!(!key.starts_with("Assert"), "{p}");
+            assert!(!p.contains("start-gate"), "{p}");
         }
         let cmd = command(
             &Paths::new("/nonexistent"),

@@ -110,7 +110,8 @@ fn template_sandbox() {
         values(&u, "TemporaryFileSystem"),
         [
             "/dev/shm:mode=1777,size=256M,nosuid,nodev,noexec",
-            "/var/lib/openclaw:ro"
+            "/var/lib/openclaw:ro",
+            "/var/cache/openclaw:ro"
         ]
     );
     // The admin's files: secrets, registry, archives and backups of every
@@ -283,6 +284,18 @@ fn template_paths_are_the_librarys() {
         "StateDirectory= is relative to /var/lib"
     );
     assert_eq!(s(paths::home_dir(&name)), state);
+    // The compile cache: the tenant's CacheDirectory=, which Node uses
+    // (NODE_COMPILE_CACHE) with OpenClaw's launcher told not to respawn.
+    let cache = s(p.cache_dir(&name));
+    assert_eq!(
+        format!("/var/cache/{}", one("CacheDirectory")),
+        cache,
+        "CacheDirectory= is relative to /var/cache"
+    );
+    assert_eq!(one("CacheDirectoryMode"), "0700");
+    assert_eq!(env("NODE_COMPILE_CACHE"), cache);
+    assert_eq!(env("OPENCLAW_PACKAGED_COMPILE_CACHE_RESPAWNED"), "1");
+    assert_eq!(s(p.cache_parent()), "/var/cache/openclaw");
     assert_eq!(env("HOME"), state);
     assert_eq!(env("OPENCLAW_STATE_DIR"), state);
     assert_eq!(

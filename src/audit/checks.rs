@@ -99,6 +99,51 @@ pub(super) fn audit_tenant(
         ),
     }
 
+    // Compile cache (the unit's CacheDirectory=): 0700, the tenant's own, a
+    // directory (not a link). systemd makes it at the gateway's first start;
+    // until then it is rightly missing.
+    let cache = paths.cache_dir(&r.name);
+    let cache_meta = std::fs::symlink_metadata(&cache).ok();
+    match (&cache_meta, &t.account) {
+        (None, _) => check(
+            &mut checks,
+            "cache_dir",
+            true,
+            format!(
+                "{} not made yet (systemd makes it when the gateway starts)",
+                cache.display()
+            ),
+        ),
+        (Some(m), Some(a)) if m.is_dir() && m.mode() & 0o7777 == 0o700 && m.uid() == a.uid => {
+            check(
+                &mut checks,
+                "cache_dir",
+                true,
+                format!("{} 0700 {user}", cache.display()),
+            )
+        }
+        (Some(m), _) if !m.is_dir() => check(
+            &mut checks,
+            "cache_dir",
+            false,
+            format!(
+                "{} is not a directory (a link or file): `ocusers stop {name}; rm {0}; ocusers start {name}`",
+                cache.display()
+            ),
+        ),
+        (Some(m), _) => check(
+            &mut checks,
+            "cache_dir",
+            false,
+            format!(
+                "{} is mode {:04o} owned by uid {} (want 0700 {user}): `chmod 700 {0}; chown -R {user}: {0}`",
+                cache.display(),
+                m.mode() & 0o7777,
+                m.uid()
+            ),
+        ),
+    }
+
     // Secrets file: 0600 root, in a 0700 root directory.
     match mode_owner(&secrets_file) {
         Some((0o600, 0)) => check(

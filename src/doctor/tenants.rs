@@ -47,6 +47,20 @@ pub fn tenant_files(paths: &Paths, r: &Record) -> Vec<Check> {
             }
         }
     }
+    // The compile cache (made by systemd at the first start): if there, a
+    // directory of the tenant's own, 0700, not a link.
+    let cache = paths.cache_dir(&r.name);
+    if let Ok(m) = std::fs::symlink_metadata(&cache)
+        && (!m.is_dir()
+            || account
+                .as_ref()
+                .is_some_and(|a| m.uid() != a.uid || m.mode() & 0o7777 != 0o700))
+    {
+        problems.push(format!(
+            "compile cache {} is not a 0700 directory of {user}",
+            cache.display()
+        ));
+    }
     let env = paths.secrets_file(&r.name);
     match std::fs::metadata(&env) {
         Err(_) => problems.push(format!("secrets file {} is missing", env.display())),
@@ -202,6 +216,7 @@ pub(super) fn orphans(paths: &Paths, records: &[Record]) -> Vec<Check> {
             fix: Some(format!(
                 "`sudo ocusers remove {n}` (archives the state) or `sudo ocusers repair --remove-orphans`"
             )),
+            blocks_left: None,
         })
         .collect()
 }

@@ -64,6 +64,7 @@ pub fn remove(
     let leftovers = account.is_some()
         || fsutil::exists(&paths.secrets_file(name))
         || fsutil::exists(&paths.state_dir(name))
+        || fsutil::exists(&paths.cache_dir(name))
         || sd.unit_file_state(&unit)? == "enabled";
     if !registered && !leftovers {
         return Err(Error::UnknownTenant {
@@ -201,6 +202,14 @@ pub fn plan<'a>(
             move || fsutil::remove_tree(&state),
         )),
     }
+    // systemd does not remove a CacheDirectory= of a static user's unit.
+    let cache = p.cache_dir(name);
+    let cache_check = cache.clone();
+    plan.push(Step::new(
+        format!("delete the compile cache {}", cache.display()),
+        move || Ok(!fsutil::exists(&cache_check)),
+        move || fsutil::remove_tree(&cache),
+    ));
     let secrets = p.secrets_file(name);
     plan.push(Step::new(
         format!("remove secrets file {}", secrets.display()),

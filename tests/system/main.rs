@@ -72,6 +72,7 @@ const TRIALS: &[(&str, Check)] = &[
     ("stop_and_start", tenants::stop_and_start),
     ("kill9_restarts", tenants::kill9_restarts),
     ("gateway_start_to_ready", tenants::gateway_start_to_ready),
+    ("warm_start_faster", tenants::warm_start_faster),
     (
         "ten_start_a_few_at_a_time",
         storm::ten_start_a_few_at_a_time,

@@ -195,7 +195,7 @@ pub fn install_and_add_tenants(fx: &Fixture) -> R {
         "TasksMax=48".to_string(),
         "CPUQuotaPerSecUSec=200ms".to_string(),
         format!("SocketBindAllow={alice}-{}", alice + 127),
-        "SocketBindDeny=20000-32767".to_string(),
+        "SocketBindDeny=6176-32767".to_string(),
     ] {
         ensure(show.lines().any(|l| l == want), || {
             format!("systemctl show openclaw@alice lacks {want}:\n{show}")
