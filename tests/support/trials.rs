@@ -13,6 +13,13 @@ use libtest_mimic::{Arguments, Failed, Trial};
 /// The one machine a tier's trials share, with the figures they record.
 pub trait Figures: Send + Sync + 'static {
     fn figures(&self) -> &Mutex<BTreeMap<String, String>>;
+
+    /// Records a figure: `[figure] KEY: VALUE` now, and again under `[figures]` at the end.
+    fn figure(&self, key: impl Into<String>, value: String) {
+        let key = key.into();
+        eprintln!("[figure] {key}: {value}");
+        self.figures().lock().unwrap().insert(key, value);
+    }
 }
 
 /// A trial's check against the shared fixture.

@@ -31,6 +31,7 @@ use crate::proxy::{CADDY_HTTPS, CLIENT_ADDR, DOMAIN};
 use crate::scripted::{self, Scripted};
 use crate::support::assert::{R, ensure};
 use crate::support::process::{describe, stdout};
+use crate::support::trials::Figures as _;
 use crate::tenants::Fixture;
 
 const TENANT: &str = "alice";

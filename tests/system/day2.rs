@@ -14,6 +14,7 @@ use crate::support::assert::{ensure, wait_for};
 use crate::support::nspawn::Container;
 use crate::support::process::{check, describe, stderr, stdout};
 use crate::support::rootfs;
+use crate::support::trials::Figures as _;
 use crate::tenants::{Fixture, openclaw_version};
 
 type R = Result<(), String>;

@@ -23,6 +23,7 @@ use crate::day2::{put, random_hex};
 use crate::support::assert::ensure;
 use crate::support::craft;
 use crate::support::process::{describe, stderr, stdout};
+use crate::support::trials::Figures as _;
 use crate::tenants::Fixture;
 
 type R = Result<(), String>;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::support::assert::{R, ensure, wait_for};
 use crate::support::process::{describe, stdout};
+use crate::support::trials::Figures as _;
 use crate::tenants::Fixture;
 
 const SENTINEL: &str = "/srv/ocusers-sentinel";

@@ -6,6 +6,7 @@
 use crate::proxy::CLIENT_ADDR;
 use crate::support::assert::{R, ensure};
 use crate::support::process::{describe, stdout};
+use crate::support::trials::Figures as _;
 use crate::tenants::Fixture;
 
 const DOMAIN: &str = "test.internal";

@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::support::assert::{R, ensure};
 use crate::support::nspawn::Container;
 use crate::support::process::{check, describe};
+use crate::support::trials::Figures as _;
 use crate::support::{rootfs, stub_runtime};
 use crate::tenants::Fixture;
 
@@ -44,11 +45,6 @@ fn show_u64(c: &Container, unit: &str, prop: &str) -> Result<Option<u64>, String
     v.parse()
         .map(Some)
         .map_err(|e| format!("{unit} {prop}={v:?}: {e}"))
-}
-
-fn figure(fx: &Fixture, key: &str, value: String) {
-    eprintln!("[figure] {key}: {value}");
-    fx.figures.lock().unwrap().insert(key.to_string(), value);
 }
 
 fn mem_total(c: &Container) -> Result<u64, String> {
@@ -309,8 +305,7 @@ pub fn metrics_match_systemd(fx: &Fixture) -> R {
     )?;
     ok(c, "systemd-analyze verify /usr/lib/systemd/system/ocusers-metrics.timer /usr/lib/systemd/system/ocusers-metrics.service 2>&1 | (! grep -i -E 'error|invalid|unknown')")
         .map_err(|e| format!("systemd-analyze verify: {e}"))?;
-    figure(
-        fx,
+    fx.figure(
         "ocusers metrics page",
         format!("{} samples for {} tenants", m.len(), names.len()),
     );
@@ -410,8 +405,7 @@ pub fn apply_converges_and_prunes(fx: &Fixture) -> R {
 
     let t = std::time::Instant::now();
     let first = apply(c, "--no-start /root/tenants.toml")?;
-    figure(
-        fx,
+    fx.figure(
         "ocusers apply (5 new tenants, --no-start)",
         format!("{:.1} s", t.elapsed().as_secs_f64()),
     );
@@ -610,8 +604,7 @@ fn second_host_reproduces(fx: &Fixture) -> R {
     write(&h2, "/root/exported.toml", &exported)?;
     let t = std::time::Instant::now();
     let run = apply(&h2, "/root/exported.toml")?;
-    figure(
-        fx,
+    fx.figure(
         "second host: apply of the export (stub gateways, wait for ready)",
         format!(
             "{:.1} s for {} tenants",

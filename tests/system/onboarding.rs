@@ -30,6 +30,7 @@ use crate::invite::request;
 use crate::proxy::{CADDY_HTTPS, DOMAIN};
 use crate::scripted::{self, Scripted};
 use crate::support::assert::{R, ensure, wait_for};
+use crate::support::trials::Figures as _;
 use crate::tenants::Fixture;
 
 const SECTION: &str = "## Onboard a tenant end to end";

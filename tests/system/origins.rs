@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::proxy::{CADDY_CA, CADDY_HTTPS, CLIENT_ADDR};
 use crate::support::assert::{R, ensure, wait_for};
 use crate::support::process::{describe, stdout};
+use crate::support::trials::Figures as _;
 use crate::tenants::Fixture;
 
 const PROBE: &str = include_str!("wsprobe.py");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::assert::{R, ensure, wait_for};
 use crate::support::process::{describe, stderr, stdout};
+use crate::support::trials::Figures as _;
 use crate::tenants::{Fixture, TOKEN_FILE, assert_gone};
 
 pub(crate) const DOMAIN: &str = "test.internal";

@@ -13,7 +13,8 @@ use serde_json::Value;
 use crate::support::assert::{R, ensure, golden, wait_for};
 use crate::support::nspawn::Container;
 use crate::support::process::{check, describe, stderr, stdout};
-use crate::support::{rootfs, trials};
+use crate::support::rootfs;
+use crate::support::trials::{self, Figures as _};
 
 /// OpenClaw version the tier installs; the one openclaw-facts.md measured.
 pub fn openclaw_version() -> String {
@@ -61,12 +62,6 @@ impl Fixture {
             deb: deb.to_path_buf(),
             figures: Default::default(),
         })
-    }
-
-    pub(crate) fn figure(&self, key: impl Into<String>, value: String) {
-        let key = key.into();
-        eprintln!("[figure] {key}: {value}");
-        self.figures.lock().unwrap().insert(key, value);
     }
 
     pub(crate) fn sh(&self, script: &str) -> Result<String, String> {

@@ -9,9 +9,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::support::assert::{R, ensure};
+use crate::support::trials::{self, Figures as _};
 use crate::support::vm::guest::{GuestOutput, Vm};
 use crate::support::vm::image;
-use crate::support::{deb, stub_runtime, trials};
+use crate::support::{deb, stub_runtime};
 
 pub const TENANTS: [&str; 3] = ["alice", "bob", "carol"];
 const STUB_VERSION: &str = "9.9.9-stub";
@@ -81,12 +82,6 @@ impl Fixture {
             format!("{:.1} s", fx.vm.boot_time.as_secs_f64()),
         );
         Ok(fx)
-    }
-
-    pub fn figure(&self, key: impl Into<String>, value: String) {
-        let key = key.into();
-        eprintln!("[figure] {key}: {value}");
-        self.figures.lock().unwrap().insert(key, value);
     }
 
     fn run(&self, script: &str) -> GuestOutput {
