@@ -12,7 +12,7 @@
 //!     its cgroup v2 files stood in for by tmpfs (bench/two_ways.rs).
 //!
 //! Runs in a fresh Debian 12 systemd-nspawn container (real systemd, D-Bus,
-//! useradd; the system tier's harness, tests/system/container.rs) with its
+//! useradd; the tests' harness, tests/support/nspawn.rs) with its
 //! own network namespace, the .deb installed with apt, and the STUB gateway
 //! (examples/stub_gateway.rs: a loopback listener answering /readyz, a few MB)
 //! in place of OpenClaw, so 200 tenants fit on a small machine.
@@ -21,12 +21,8 @@
 //! Not run by CI. Inside the container this same binary is the timer
 //! (`measure`): it runs a command, times it and reads its peak RSS with
 //! wait4(), so no shell or nsenter start-up is counted.
-#[path = "../tests/system/container.rs"]
-mod container;
-#[path = "../tests/vm/guest.rs"]
-mod guest;
-#[path = "../tests/support/stub_runtime.rs"]
-mod stub_runtime;
+#[path = "../tests/support/mod.rs"]
+mod support;
 mod two_ways;
 mod vm;
 
@@ -34,7 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use container::Container;
+use support::nspawn::Container;
+use support::{rootfs, stub_runtime};
 
 /// Runs per `add` figure; a read figure takes twice as many. Five were too
 /// few: on a loaded machine two runs of the same code put add's growth from
@@ -319,38 +316,18 @@ fn fmt(v: &[f64]) -> String {
     )
 }
 
+/// `OCUSERS_BENCH_DEB`, else the tree's .deb (built once, shared with the test tiers).
 fn deb() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("OCUSERS_BENCH_DEB") {
         return Ok(PathBuf::from(p));
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/bench-deb");
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new("cargo")
-        .args(["deb", "--locked", "--output"])
-        .arg(&dir)
-        .current_dir(&root)
-        .output()
-        .map_err(|e| format!("cargo deb: {e} (cargo install cargo-deb)"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo deb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let path = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Ok(PathBuf::from(path))
+    support::deb::build()
 }
 
 fn run() -> Result<(), String> {
     let deb = deb()?;
     let stub = stub_runtime::build_stub_gateway()?;
-    let base = container::ensure_base_root()?;
+    let base = rootfs::ensure_base_root()?;
     let dir = deb.parent().ok_or("deb has no parent")?.to_path_buf();
     let c = Container::boot_with(&base, &[(dir, "/mnt/deb".into(), true)], true)?;
     c.sh_ok("DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/deb/ocusers_*.deb >/tmp/apt.log 2>&1 || { tail -20 /tmp/apt.log; exit 1; }")?;

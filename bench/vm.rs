@@ -1,6 +1,6 @@
 //! `bench/run vm`: `status --json` at 200 tenants on cgroup v2, the one
 //! place these machines have it: the VM tier's qemu guest (Debian 13,
-//! systemd 257, kernel 6.12; tests/vm/guest.rs). The nspawn containers of
+//! systemd 257, kernel 6.12; tests/support/vm/). The nspawn containers of
 //! the main bench have no cgroup v2 controllers, so there `status` can only
 //! read every figure over D-Bus.
 //!
@@ -18,8 +18,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::guest::{self, Vm};
-use crate::{BENCH_BIN, REPS, stub_runtime, two_ways};
+use crate::support::stub_runtime;
+use crate::support::vm::guest::Vm;
+use crate::support::vm::image::ensure_guest_image;
+use crate::{BENCH_BIN, REPS, two_ways};
 
 const TENANTS: usize = 200;
 const STUB_VERSION: &str = "0.0.0-stub";
@@ -34,7 +36,7 @@ v8_heap_mb = 256
 ";
 
 pub fn run(deb: PathBuf) -> Result<(), String> {
-    let image = guest::ensure_guest_image()?;
+    let image = ensure_guest_image()?;
     let stub = stub_runtime::build_stub_gateway()?;
     let stub_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     stub_runtime::install_stub_runtime(stub_dir.path(), &stub, STUB_VERSION, true)?;

@@ -8,8 +8,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-#[path = "support/craft.rs"]
-mod craft;
+mod support;
+
+use support::craft;
 
 fn ocusers(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ocusers"))

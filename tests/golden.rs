@@ -9,20 +9,13 @@ use ocusers::paths::Paths;
 use ocusers::secrets::{self, EnvFile};
 use ocusers::tenant::{self, Record, TenantName};
 
+mod support;
+
+/// The golden compare of every tier; a difference fails the test with the rendered text.
 fn check(rel: &str, actual: &[u8]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
+    if let Err(e) = support::assert::golden(rel, actual) {
+        panic!("{e}");
     }
-    let expected = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{rel}: {e}; run `UPDATE_GOLDEN=1 cargo test --test golden`"));
-    assert!(
-        expected == actual,
-        "{rel} differs from what the code renders; run `UPDATE_GOLDEN=1 cargo test --test golden` and review the diff.\n--- rendered:\n{}",
-        String::from_utf8_lossy(actual)
-    );
 }
 
 #[test]

@@ -1,14 +1,14 @@
 //! The stand-in gateway used by tiers that cannot run the real one answers
 //! like the real gateway's health endpoints, and its runtime layout is one
 //! that ocusers accepts as installed.
-#[path = "support/stub_runtime.rs"]
-mod stub_runtime;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use ocusers::paths::Paths;
+use support::stub_runtime;
 
 #[test]
 fn stub_answers_readyz_and_is_a_runtime_ocusers_accepts() {

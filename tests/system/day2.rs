@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::container::{Container, check, describe};
-use crate::tenants::{Fixture, ensure, openclaw_version, stderr, stdout};
+use crate::support::assert::{ensure, wait_for};
+use crate::support::nspawn::Container;
+use crate::support::process::{check, describe, stderr, stdout};
+use crate::support::rootfs;
+use crate::support::trials::Figures as _;
+use crate::tenants::{Fixture, openclaw_version};
 
 type R = Result<(), String>;
 
@@ -354,7 +358,7 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
     std::fs::copy(format!("{proc_root}{deb}"), host_dir.path().join(&deb_name))
         .map_err(|e| format!("copying the .deb out: {e}"))?;
     let t = Instant::now();
-    let base = crate::container::ensure_base_root()?;
+    let base = rootfs::ensure_base_root()?;
     let c2 = Container::boot(
         &base,
         &[(host_dir.path().to_path_buf(), "/mnt/backups".into(), true)],
@@ -605,7 +609,7 @@ fn runtimes_of(fx: &Fixture) -> Result<BTreeMap<String, String>, String> {
 fn all_ready(fx: &Fixture, tenants: &[&str]) -> R {
     for t in tenants {
         let port = fx.port(t)?;
-        crate::tenants::wait_for(
+        wait_for(
             &format!("{t} to answer /readyz 200"),
             Duration::from_secs(60),
             || Ok(fx.readyz(port)? == "200"),
@@ -849,7 +853,7 @@ pub fn doctor_and_repair(fx: &Fixture) -> R {
          echo 'process.exit(78);' > {v}-exit78/node_modules/openclaw/openclaw.mjs && \
          ln -sfn ../{v}-exit78 by-tenant/gina && (systemctl start openclaw@gina || true)"
     ))?;
-    crate::tenants::wait_for("gina to fail", Duration::from_secs(60), || {
+    wait_for("gina to fail", Duration::from_secs(60), || {
         Ok(fx.show("openclaw@gina.service", "ActiveState")? == "failed")
     })?;
     doctor_fails("openclaw@gina.service is in failed state")?;

@@ -19,10 +19,12 @@
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use crate::container::describe;
-use crate::craft;
 use crate::day2::{put, random_hex};
-use crate::tenants::{Fixture, ensure, stderr};
+use crate::support::assert::ensure;
+use crate::support::craft;
+use crate::support::process::{describe, stderr, stdout};
+use crate::support::trials::Figures as _;
+use crate::tenants::Fixture;
 
 type R = Result<(), String>;
 
@@ -211,7 +213,7 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
         )?;
     }
     let all = &results[2].1;
-    ensure(crate::tenants::stdout(all).contains("alice:"), || {
+    ensure(stdout(all).contains("alice:"), || {
         format!("backup --all wrote no archive of alice: {}", describe(all))
     })?;
     // Once more without the race: bob's archive is made, without what he
@@ -226,7 +228,7 @@ pub fn hostile_archive_and_backup(fx: &Fixture) -> R {
             format!("backup bob did not say it left out a {what}: {said}")
         })?;
     }
-    let path = crate::tenants::stdout(&out)
+    let path = stdout(&out)
         .split_whitespace()
         .nth(1)
         .unwrap_or_default()

@@ -13,8 +13,9 @@
 //! bob-smith).
 use std::time::{Duration, Instant};
 
-use crate::container::describe;
-use crate::tenants::{Fixture, ensure, stderr, stdout};
+use crate::support::assert::ensure;
+use crate::support::process::{describe, stderr, stdout};
+use crate::tenants::Fixture;
 
 type R = Result<(), String>;
 

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::container::describe;
-use crate::tenants::{Fixture, R, ensure, stdout, wait_for};
+use crate::support::assert::{R, ensure, wait_for};
+use crate::support::process::{describe, stdout};
+use crate::support::trials::Figures as _;
+use crate::tenants::Fixture;
 
 const SENTINEL: &str = "/srv/ocusers-sentinel";
 

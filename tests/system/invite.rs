@@ -3,9 +3,11 @@
 //! changes nothing, one POST hands out a real bootstrap token of alice's
 //! gateway, and every other use (again, expired, revoked, on bob-smith's
 //! address) is refused; the gateway token shows up nowhere.
-use crate::container::describe;
 use crate::proxy::CLIENT_ADDR;
-use crate::tenants::{Fixture, R, ensure, stdout};
+use crate::support::assert::{R, ensure};
+use crate::support::process::{describe, stdout};
+use crate::support::trials::Figures as _;
+use crate::tenants::Fixture;
 
 const DOMAIN: &str = "test.internal";
 const CADDY_HTTPS: u16 = 19443;

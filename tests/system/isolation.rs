@@ -6,20 +6,15 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::container::check;
+use crate::support::assert::{R, ensure};
+use crate::support::process::{check, describe};
 use crate::tenants::Fixture;
-
-type R = Result<(), String>;
-
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> R {
-    if cond { Ok(()) } else { Err(msg()) }
-}
 
 fn audit(fx: &Fixture) -> Result<(i32, Value), String> {
     let out = fx.c.sh("ocusers audit --json");
     let code = out.status.code().unwrap_or(-1);
     let v = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("audit --json: {e}: {}", crate::container::describe(&out)))?;
+        .map_err(|e| format!("audit --json: {e}: {}", describe(&out)))?;
     Ok((code, v))
 }
 

@@ -1,5 +1,5 @@
 //! System test tier: a real systemd in a systemd-nspawn Debian 12 container
-//! (see container.rs), the .deb installed with apt, the real OpenClaw
+//! (see tests/support/nspawn.rs), the .deb installed with apt, the real OpenClaw
 //! gateway from the npm registry (see tenants.rs). Needs root; fails, never
 //! skips, when a prerequisite is missing.
 //!
@@ -7,9 +7,6 @@
 //! ones build on the tenants the earlier ones made.
 
 mod browser;
-mod container;
-#[path = "../support/craft.rs"]
-mod craft;
 mod day2;
 mod hostile_archive;
 mod hostile_fs;
@@ -23,21 +20,14 @@ mod origins;
 mod proxy;
 mod scripted;
 mod storm;
-#[path = "../support/stub_runtime.rs"]
-mod stub_runtime;
+#[path = "../support/mod.rs"]
+mod support;
 mod tenants;
-#[path = "../support/trials.rs"]
-mod trials;
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use libtest_mimic::{Arguments, Failed, Trial};
+use support::trials::{self, Check, Tier};
 use tenants::Fixture;
 
-type Check = fn(&Fixture) -> Result<(), String>;
-
-const TRIALS: &[(&str, Check)] = &[
+const TRIALS: &[(&str, Check<Fixture>)] = &[
     ("deb_installs_with_apt", tenants::deb_installs_with_apt),
     ("deb_lintian_clean", tenants::deb_lintian_clean),
     (
@@ -142,53 +132,15 @@ const TRIALS: &[(&str, Check)] = &[
     ),
 ];
 
+const TIER: Tier = Tier {
+    name: "system tier",
+    setup: ".deb built and container booted",
+    leftover: "container left to its kill signal",
+};
+
 fn main() {
-    let mut args = Arguments::from_args();
-    // The trials share one container and build on each other.
-    args.test_threads = Some(1);
-    let selection = trials::Selection::new(&args);
-    let wanted = !args.list && TRIALS.iter().any(|(n, _)| selection.selected(n));
-
     // One container for every trial; booted only when a trial will run.
-    let fixture: Result<Arc<Fixture>, String> = if wanted {
-        let t = Instant::now();
-        let fx = tenants::deb_path()
-            .and_then(|deb| Fixture::boot(&deb))
-            .map(Arc::new);
-        eprintln!(
-            "[setup] .deb built and container booted in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-        fx
-    } else {
-        Err("not booted".into())
-    };
-
-    let trials = TRIALS
-        .iter()
-        .map(|&(name, check)| {
-            let fx = fixture.clone();
-            let ignored = !selection.in_list(name);
-            Trial::test(name, move || match &fx {
-                Ok(fx) => trials::timed(name, || check(fx)).map_err(Failed::from),
-                Err(e) => Err(Failed::from(format!("system tier setup failed: {e}"))),
-            })
-            .with_ignored_flag(ignored)
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-
-    if let Ok(fx) = fixture {
-        eprintln!("\n[figures]");
-        for (k, v) in fx.figures.lock().unwrap().iter() {
-            eprintln!("  {k}: {v}");
-        }
-        match Arc::try_unwrap(fx) {
-            Ok(fx) => drop(fx),
-            Err(_) => {
-                eprintln!("[teardown] fixture still shared; container left to its kill signal")
-            }
-        }
-    }
-    conclusion.exit();
+    trials::run(&TIER, TRIALS, || {
+        support::deb::build().and_then(|deb| Fixture::boot(&deb))
+    })
 }

@@ -16,14 +16,12 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::container::{Container, check, describe};
+use crate::support::assert::{R, ensure};
+use crate::support::nspawn::Container;
+use crate::support::process::{check, describe};
+use crate::support::trials::Figures as _;
+use crate::support::{rootfs, stub_runtime};
 use crate::tenants::Fixture;
-
-type R = Result<(), String>;
-
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> R {
-    if cond { Ok(()) } else { Err(msg()) }
-}
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -47,11 +45,6 @@ fn show_u64(c: &Container, unit: &str, prop: &str) -> Result<Option<u64>, String
     v.parse()
         .map(Some)
         .map_err(|e| format!("{unit} {prop}={v:?}: {e}"))
-}
-
-fn figure(fx: &Fixture, key: &str, value: String) {
-    eprintln!("[figure] {key}: {value}");
-    fx.figures.lock().unwrap().insert(key.to_string(), value);
 }
 
 fn mem_total(c: &Container) -> Result<u64, String> {
@@ -312,8 +305,7 @@ pub fn metrics_match_systemd(fx: &Fixture) -> R {
     )?;
     ok(c, "systemd-analyze verify /usr/lib/systemd/system/ocusers-metrics.timer /usr/lib/systemd/system/ocusers-metrics.service 2>&1 | (! grep -i -E 'error|invalid|unknown')")
         .map_err(|e| format!("systemd-analyze verify: {e}"))?;
-    figure(
-        fx,
+    fx.figure(
         "ocusers metrics page",
         format!("{} samples for {} tenants", m.len(), names.len()),
     );
@@ -413,8 +405,7 @@ pub fn apply_converges_and_prunes(fx: &Fixture) -> R {
 
     let t = std::time::Instant::now();
     let first = apply(c, "--no-start /root/tenants.toml")?;
-    figure(
-        fx,
+    fx.figure(
         "ocusers apply (5 new tenants, --no-start)",
         format!("{:.1} s", t.elapsed().as_secs_f64()),
     );
@@ -581,21 +572,6 @@ pub fn apply_converges_and_prunes(fx: &Fixture) -> R {
     ensure(!left.contains("ap-"), || format!("left behind: {left}"))
 }
 
-/// The .deb the fixture installed (tenants::deb_path leaves only it in its
-/// directory), so the second host runs the same build.
-fn built_deb() -> Result<std::path::PathBuf, String> {
-    if let Ok(p) = std::env::var("OCUSERS_TEST_DEB") {
-        return Ok(p.into());
-    }
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/system-test-deb");
-    std::fs::read_dir(&dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| format!("no .deb in {}", dir.display()))
-}
-
 /// Export from the first host, apply on a fresh second host (stub gateway,
 /// its own network namespace): the same tenant set, every gateway ready;
 /// a tier change there restarts that gateway; a second apply does nothing.
@@ -603,9 +579,9 @@ fn second_host_reproduces(fx: &Fixture) -> R {
     let c = &fx.c;
     let exported = ok(c, "ocusers export")?;
     let json1 = ok(c, "ocusers export --json")?;
-    let deb = built_deb()?;
-    let stub = crate::stub_runtime::build_stub_gateway()?;
-    let base = crate::container::ensure_base_root()?;
+    let deb = fx.deb.clone();
+    let stub = stub_runtime::build_stub_gateway()?;
+    let base = rootfs::ensure_base_root()?;
     let dir = deb.parent().unwrap().to_path_buf();
     let h2 = Container::boot_with(&base, &[(dir, "/mnt/deb".into(), true)], true)?;
     // The second host has a network of its own, without the package mirror:
@@ -623,13 +599,12 @@ fn second_host_reproduces(fx: &Fixture) -> R {
         &h2,
         "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends /mnt/deb/ocusers_*.deb >/tmp/apt.log 2>&1 || { tail -30 /tmp/apt.log; exit 1; }",
     )?;
-    crate::stub_runtime::install_stub_runtime(h2.root(), &stub, "0.0.0-stub", true)?;
+    stub_runtime::install_stub_runtime(h2.root(), &stub, "0.0.0-stub", true)?;
     write(&h2, "/root/ap-c.key", "sk-test-apc-secret\n")?;
     write(&h2, "/root/exported.toml", &exported)?;
     let t = std::time::Instant::now();
     let run = apply(&h2, "/root/exported.toml")?;
-    figure(
-        fx,
+    fx.figure(
         "second host: apply of the export (stub gateways, wait for ready)",
         format!(
             "{:.1} s for {} tenants",

@@ -29,7 +29,9 @@ use serde_json::{Value, json};
 use crate::invite::request;
 use crate::proxy::{CADDY_HTTPS, DOMAIN};
 use crate::scripted::{self, Scripted};
-use crate::tenants::{Fixture, R, ensure, wait_for};
+use crate::support::assert::{R, ensure, wait_for};
+use crate::support::trials::Figures as _;
+use crate::tenants::Fixture;
 
 const SECTION: &str = "## Onboard a tenant end to end";
 /// What the section's blocks are, in order; the trial knows what each one

@@ -3,9 +3,10 @@
 //! trials set Caddy up (tls internal, clients from [`CLIENT_ADDR`]).
 use std::time::Duration;
 
-use crate::container::describe;
 use crate::proxy::CLIENT_ADDR;
-use crate::tenants::{Fixture, R, ensure, stderr, stdout, wait_for};
+use crate::support::assert::{R, ensure, wait_for};
+use crate::support::process::{describe, stderr, stdout};
+use crate::tenants::Fixture;
 
 const DOMAIN: &str = "test.internal";
 const CADDY_HTTPS: u16 = 19443;

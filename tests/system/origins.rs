@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::container::describe;
 use crate::proxy::{CADDY_CA, CADDY_HTTPS, CLIENT_ADDR};
-use crate::tenants::{Fixture, R, ensure, stdout, wait_for};
+use crate::support::assert::{R, ensure, wait_for};
+use crate::support::process::{describe, stdout};
+use crate::support::trials::Figures as _;
+use crate::tenants::Fixture;
 
 const PROBE: &str = include_str!("wsprobe.py");
 const PUBLIC: &str = "/var/lib/ocusers/public";

@@ -11,8 +11,10 @@
 //! interface and removes again: local traffic that never leaves the host.
 use std::time::{Duration, Instant};
 
-use crate::container::describe;
-use crate::tenants::{Fixture, R, TOKEN_FILE, assert_gone, ensure, stderr, stdout, wait_for};
+use crate::support::assert::{R, ensure, wait_for};
+use crate::support::process::{describe, stderr, stdout};
+use crate::support::trials::Figures as _;
+use crate::tenants::{Fixture, TOKEN_FILE, assert_gone};
 
 pub(crate) const DOMAIN: &str = "test.internal";
 /// The public side of the test host: clients connect to it and from it.

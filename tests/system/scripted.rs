@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::container::describe;
-use crate::tenants::{Fixture, R, ensure};
+use crate::support::assert::{R, ensure};
+use crate::support::process::describe;
+use crate::tenants::Fixture;
 
 /// The provider id and model a tenant is configured with.
 pub const PROVIDER: &str = "scripted";

@@ -4,7 +4,9 @@
 //! time (`ExecStartPre=+ocusers start-gate`), so none starves and restarts.
 use std::time::{Duration, Instant};
 
-use crate::tenants::{Fixture, R, ensure, wait_for};
+use crate::support::assert::{R, ensure, wait_for};
+use crate::support::trials::Figures;
+use crate::tenants::Fixture;
 
 const STORM: usize = 10;
 

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::container::{Container, check, describe};
+use crate::support::assert::{R, ensure, golden, wait_for};
+use crate::support::nspawn::Container;
+use crate::support::process::{check, describe, stderr, stdout};
+use crate::support::rootfs;
+use crate::support::trials::{self, Figures as _};
 
 /// OpenClaw version the tier installs; the one openclaw-facts.md measured.
 pub fn openclaw_version() -> String {
@@ -22,17 +26,21 @@ const DEB_DIR: &str = "/mnt/deb";
 
 pub struct Fixture {
     pub c: Container,
-    /// The .deb on the host (built by `deb_path`) that the container installs.
+    /// The .deb on the host (built by `support::deb::build`) that the container installs.
     pub deb: PathBuf,
     /// Figures printed at the end (and quoted in the closing note).
     pub figures: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
-pub(crate) type R = Result<(), String>;
+impl trials::Figures for Fixture {
+    fn figures(&self) -> &std::sync::Mutex<BTreeMap<String, String>> {
+        &self.figures
+    }
+}
 
 impl Fixture {
     pub fn boot(deb: &Path) -> Result<Fixture, String> {
-        let base = crate::container::ensure_base_root()?;
+        let base = rootfs::ensure_base_root()?;
         let dir = deb.parent().unwrap().to_path_buf();
         let c = Container::boot(&base, &[(dir, DEB_DIR.into(), true)])?;
         // The container shares the host's loopback: two test runs at once
@@ -54,12 +62,6 @@ impl Fixture {
             deb: deb.to_path_buf(),
             figures: Default::default(),
         })
-    }
-
-    pub(crate) fn figure(&self, key: impl Into<String>, value: String) {
-        let key = key.into();
-        eprintln!("[figure] {key}: {value}");
-        self.figures.lock().unwrap().insert(key, value);
     }
 
     pub(crate) fn sh(&self, script: &str) -> Result<String, String> {
@@ -174,35 +176,6 @@ impl Fixture {
 
 /// Where [`Fixture::write_token_file`] puts a client's token.
 pub(crate) const TOKEN_FILE: &str = "/root/.test-token";
-
-pub(crate) fn ensure(cond: bool, msg: impl FnOnce() -> String) -> R {
-    if cond { Ok(()) } else { Err(msg()) }
-}
-
-pub(crate) fn wait_for(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Result<bool, String>,
-) -> R {
-    let start = Instant::now();
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        if start.elapsed() > timeout {
-            return Err(format!("timed out after {timeout:?} waiting for {what}"));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-pub(crate) fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-pub(crate) fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `apt install ./ocusers_*.deb` on the fresh container: binary, units,
 /// policy, man pages, completions; openclaw.target enabled; npm pulled in
@@ -599,7 +572,7 @@ pub fn status_json_matches_systemd(fx: &Fixture) -> R {
     )?;
     golden(
         "tests/golden/system.control-openclaw@alice.service.d.txt",
-        &dropins,
+        dropins.as_bytes(),
     )?;
     // runtime list says which tenants run which version.
     let rts = fx.json("runtime list --json")?;
@@ -616,18 +589,6 @@ pub fn status_json_matches_systemd(fx: &Fixture) -> R {
         table.lines().count() == 4 && table.contains("bob-smith"),
         || table.clone(),
     )
-}
-
-/// Compare with a golden file; `UPDATE_GOLDEN=1` rewrites it.
-fn golden(rel: &str, actual: &str) -> R {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        return std::fs::write(&path, actual).map_err(|e| format!("{rel}: {e}"));
-    }
-    let expected = std::fs::read_to_string(&path).map_err(|e| format!("{rel}: {e}"))?;
-    ensure(expected == actual, || {
-        format!("{rel} differs (UPDATE_GOLDEN=1 rewrites it); systemd wrote:\n{actual}")
-    })
 }
 
 /// `systemctl show -P` prints sizes in bytes, quotas like "1s", "infinity".
@@ -1020,46 +981,4 @@ pub fn remove_bob(fx: &Fixture) -> R {
         out.status.code() == Some(1) && stderr(&out).contains("no tenant named \"bob\""),
         || describe(&out),
     )
-}
-
-/// Where a test tier needs files from the host.
-pub fn deb_path() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("OCUSERS_TEST_DEB") {
-        return Ok(PathBuf::from(p));
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = std::process::Command::new("cargo")
-        .args(["deb", "--locked", "--output"])
-        .arg(root.join("target/system-test-deb"))
-        .current_dir(&root)
-        .output()
-        .map_err(|e| {
-            format!("running `cargo deb`: {e} (install it with `cargo install cargo-deb`)")
-        })?;
-    if !out.status.success() {
-        return Err(format!(
-            "`cargo deb` failed (install it with `cargo install cargo-deb` if missing): {}",
-            describe(&out)
-        ));
-    }
-    let deb = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let deb = PathBuf::from(deb);
-    ensure(deb.is_file(), || {
-        format!("cargo deb printed no .deb path: {}", describe(&out))
-    })?;
-    // Only this one .deb in the directory the container sees.
-    for e in std::fs::read_dir(deb.parent().unwrap())
-        .map_err(|e| e.to_string())?
-        .flatten()
-    {
-        if e.path() != deb {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    Ok(deb)
 }

@@ -3,14 +3,16 @@
 //! Workloads run as the tenant's user inside the tenant's unit cgroup, where its gateway and the
 //! agent's tools run (root writes the PID to the unit's `cgroup.procs`, then drops to the user).
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::guest::{self, GuestOutput, Vm};
-use crate::stub_runtime;
+use crate::support::assert::{R, ensure};
+use crate::support::trials::{self, Figures as _};
+use crate::support::vm::guest::{GuestOutput, Vm};
+use crate::support::vm::image;
+use crate::support::{deb, stub_runtime};
 
 pub const TENANTS: [&str; 3] = ["alice", "bob", "carol"];
 const STUB_VERSION: &str = "9.9.9-stub";
@@ -50,12 +52,16 @@ pub struct Fixture {
     _stub_dir: tempfile::TempDir,
 }
 
-type R = Result<(), String>;
+impl trials::Figures for Fixture {
+    fn figures(&self) -> &Mutex<BTreeMap<String, String>> {
+        &self.figures
+    }
+}
 
 impl Fixture {
     pub fn boot() -> Result<Fixture, String> {
-        let image = guest::ensure_guest_image()?;
-        let deb = build_deb()?;
+        let image = image::ensure_guest_image()?;
+        let deb = deb::build()?;
         let stub = stub_runtime::build_stub_gateway()?;
         let stub_dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         stub_runtime::install_stub_runtime(stub_dir.path(), &stub, STUB_VERSION, true)?;
@@ -76,12 +82,6 @@ impl Fixture {
             format!("{:.1} s", fx.vm.boot_time.as_secs_f64()),
         );
         Ok(fx)
-    }
-
-    pub fn figure(&self, key: impl Into<String>, value: String) {
-        let key = key.into();
-        eprintln!("[figure] {key}: {value}");
-        self.figures.lock().unwrap().insert(key, value);
     }
 
     fn run(&self, script: &str) -> GuestOutput {
@@ -105,10 +105,6 @@ impl Fixture {
     }
 }
 
-fn ensure(cond: bool, msg: impl FnOnce() -> String) -> R {
-    if cond { Ok(()) } else { Err(msg()) }
-}
-
 /// `key=value` lines of a script's output.
 fn fields(text: &str) -> BTreeMap<String, String> {
     text.lines()
@@ -121,34 +117,6 @@ fn num(map: &BTreeMap<String, String>, key: &str) -> Result<f64, String> {
     map.get(key)
         .and_then(|v| v.parse::<f64>().ok())
         .ok_or_else(|| format!("no number {key} in {map:?}"))
-}
-
-/// The .deb of this tree (`cargo deb`), in a directory of its own.
-fn build_deb() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("OCUSERS_TEST_DEB") {
-        return Ok(PathBuf::from(p));
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out_dir = root.join("target/vm-test-deb");
-    let _ = std::fs::remove_dir_all(&out_dir);
-    let mut cmd = std::process::Command::new("cargo");
-    cmd.args(["deb", "--locked", "--output"])
-        .arg(&out_dir)
-        .current_dir(&root);
-    let out = guest::run(cmd, Duration::from_secs(1200)).map_err(|e| {
-        format!("`cargo deb` failed (install it with `cargo install cargo-deb` if missing): {e}")
-    })?;
-    let deb = PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim(),
-    );
-    ensure(deb.is_file(), || {
-        format!("cargo deb printed no .deb path: {deb:?}")
-    })?;
-    Ok(deb)
 }
 
 // ---------------------------------------------------------------------------------------------

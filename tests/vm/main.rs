@@ -1,29 +1,19 @@
-//! VM test tier: a qemu guest with a real kernel and cgroup v2 (see guest.rs), where resource
-//! limits, systemd's socket-bind filter and ocusers' nftables rules are enforced. The gateway is
+//! VM test tier: a qemu guest with a real kernel and cgroup v2 (see tests/support/vm/), where
+//! resource limits, systemd's socket-bind filter and ocusers' nftables rules are enforced. The gateway is
 //! the stub (tests/support/stub_runtime.rs): the real one cannot become ready under TCG (its
 //! 5 s startup heartbeat), and every check here is about the kernel and systemd, not the gateway.
 //! Needs root and qemu; fails, never skips, when they are missing.
 //!
 //! The trials share one guest and run in order; later ones use the tenants the first one adds.
 
-#[path = "../system/container.rs"]
-mod container;
-mod guest;
 mod isolation;
-#[path = "../support/stub_runtime.rs"]
-mod stub_runtime;
-#[path = "../support/trials.rs"]
-mod trials;
-
-use std::sync::Arc;
-use std::time::Instant;
+#[path = "../support/mod.rs"]
+mod support;
 
 use isolation::Fixture;
-use libtest_mimic::{Arguments, Failed, Trial};
+use support::trials::{self, Check, Tier};
 
-type Check = fn(&Fixture) -> Result<(), String>;
-
-const TRIALS: &[(&str, Check)] = &[
+const TRIALS: &[(&str, Check<Fixture>)] = &[
     (
         "install_and_add_tenants",
         isolation::install_and_add_tenants,
@@ -64,44 +54,12 @@ const TRIALS: &[(&str, Check)] = &[
     ("remove_drops_rules", isolation::remove_drops_rules),
 ];
 
+const TIER: Tier = Tier {
+    name: "VM tier",
+    setup: "guest image, .deb, stub and boot",
+    leftover: "qemu dies with this process",
+};
+
 fn main() {
-    let mut args = Arguments::from_args();
-    args.test_threads = Some(1);
-    let selection = trials::Selection::new(&args);
-    let wanted = !args.list && TRIALS.iter().any(|(n, _)| selection.selected(n));
-    let fixture: Result<Arc<Fixture>, String> = if wanted {
-        let t = Instant::now();
-        let fx = Fixture::boot().map(Arc::new);
-        eprintln!(
-            "[setup] guest image, .deb, stub and boot in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
-        fx
-    } else {
-        Err("not booted".into())
-    };
-    let trials = TRIALS
-        .iter()
-        .map(|&(name, check)| {
-            let fx = fixture.clone();
-            let ignored = !selection.in_list(name);
-            Trial::test(name, move || match &fx {
-                Ok(fx) => trials::timed(name, || check(fx)).map_err(Failed::from),
-                Err(e) => Err(Failed::from(format!("VM tier setup failed: {e}"))),
-            })
-            .with_ignored_flag(ignored)
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    if let Ok(fx) = fixture {
-        eprintln!("\n[figures]");
-        for (k, v) in fx.figures.lock().unwrap().iter() {
-            eprintln!("  {k}: {v}");
-        }
-        match Arc::try_unwrap(fx) {
-            Ok(fx) => drop(fx),
-            Err(_) => eprintln!("[teardown] fixture still shared; qemu dies with this process"),
-        }
-    }
-    conclusion.exit();
+    trials::run(&TIER, TRIALS, Fixture::boot)
 }

@@ -1,9 +1,7 @@
-//! Container harness for the system test tier: a real systemd (PID 1), D-Bus, `useradd` and npm
-//! inside a `systemd-nspawn` container booted from a cached Debian 12 root.
+//! Container harness for the system tier and the bench: a real systemd (PID 1), D-Bus,
+//! `useradd` and npm inside a `systemd-nspawn` container booted from the cached Debian 12 root
+//! ([`super::rootfs::ensure_base_root`]).
 //!
-//! * [`ensure_base_root`] builds (once, cached, flock-guarded, atomically renamed into place) a
-//!   Debian 12 minbase root with [`BASE_INCLUDE`], an up-to-date apt list and the `npm` package with
-//!   all its dependencies pre-downloaded (not installed) in `/var/cache/apt/archives`.
 //! * [`Container::boot`] copies that root to a fresh dir under `/var/tmp`, adds the host's CA bundle
 //!   (see [`CONTAINER_CA_BUNDLE`]) and `/root/.npmrc`, binds the shared npm cache
 //!   ([`NPM_CACHE_DIR`] → `/root/.npm`) plus the caller's binds, boots it and waits until
@@ -18,310 +16,30 @@
 //! The network namespace is the host's (no `--private-network`): loopback inside is the host's
 //! loopback. Everything needs root; a missing prerequisite is an error that says how to fix it,
 //! never a skip.
-
-// The trials in main.rs use different parts of this API over time.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Packages debootstrap adds to the minbase variant.
-pub const BASE_INCLUDE: &[&str] = &[
-    "systemd",
-    "systemd-sysv",
-    "dbus",
-    "passwd",
-    "ca-certificates",
-    "procps",
-    "iproute2",
-    "curl",
-    "util-linux",
-    "less",
-];
-/// Debian suite of the base root.
-pub const SUITE: &str = "bookworm";
-/// Bump when the way the base root is built changes (part of the cache key).
-const BASE_FORMAT: u32 = 1;
-/// Packages downloaded (not installed) into the base root's apt archive cache:
-/// the .deb's Depends and Recommends that minbase lacks, so a container on
-/// a private network (the bench, a second host) can install the .deb.
-const PREDOWNLOAD: &[&str] = &["npm", "nftables"];
-/// Everything the tests cache on the host.
-pub const CACHE_DIR: &str = "/var/cache/ocusers-tests";
-/// Host dir bound to the container's `/root/.npm`, shared by all runs and containers.
-pub const NPM_CACHE_DIR: &str = "/var/cache/ocusers-tests/npm-cache";
+use super::process::{
+    check, describe, remove_tree, run_checked, run_with_timeout, signal,
+    spawn_from_long_lived_thread, start_time, stat_field, tail_of_file, wait_child, write_file,
+};
+use super::rootfs::{HOST_CA_BUNDLE, NPM_CACHE_DIR, PATH_ENV, require_prerequisites};
+
 /// Where the containers' temporary copies live (not /tmp, which may be a small tmpfs).
 pub const WORK_PARENT: &str = "/var/tmp";
 const WORK_PREFIX: &str = "ocusers-ct-";
-/// Host CA bundle; registry TLS is only trusted through it on these machines.
-pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Where the host's CA bundle is copied inside each container.
 pub const CONTAINER_CA_BUNDLE: &str = "/etc/ssl/host-ca-bundle.crt";
 /// Default timeout of [`Container::sh`] and [`Container::sh_as`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
-const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const POWEROFF_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Fails (with how to fix it) unless we are root and the host tools exist.
-pub fn require_prerequisites() -> Result<(), String> {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    CHECK
-        .get_or_init(|| {
-            let mut problems = Vec::new();
-            match effective_uid() {
-                Some(0) => {}
-                Some(uid) => problems.push(format!(
-                    "the system tests need root (euid is {uid}): run them as root, e.g. `sudo -E cargo test --test system`"
-                )),
-                None => problems.push("cannot read the euid from /proc/self/status".to_string()),
-            }
-            for (tool, package) in [
-                ("debootstrap", "debootstrap"),
-                ("systemd-nspawn", "systemd-container"),
-                ("nsenter", "util-linux"),
-                ("setpriv", "util-linux"),
-                ("chroot", "coreutils"),
-                ("kill", "procps"),
-                ("du", "coreutils"),
-            ] {
-                if which(tool).is_none() {
-                    problems.push(format!(
-                        "`{tool}` is missing on the host: install it with `apt-get install {package}`"
-                    ));
-                }
-            }
-            if !Path::new(HOST_CA_BUNDLE).is_file() {
-                problems.push(format!(
-                    "{HOST_CA_BUNDLE} is missing on the host: `apt-get install ca-certificates`"
-                ));
-            }
-            if problems.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "system test prerequisites are missing (this tier never skips):\n  - {}",
-                    problems.join("\n  - ")
-                ))
-            }
-        })
-        .clone()
-}
-
-/// Cached Debian 12 root for tests, built once with debootstrap (see the module docs).
-///
-/// Returns `/var/cache/ocusers-tests/base-<key>`, where `<key>` hashes [`BASE_INCLUDE`], the suite,
-/// the pre-downloaded packages and a format version. Treat the result as read-only.
-pub fn ensure_base_root() -> Result<PathBuf, String> {
-    require_prerequisites()?;
-    let cache = Path::new(CACHE_DIR);
-    fs::create_dir_all(cache).map_err(|e| format!("cannot create {CACHE_DIR}: {e}"))?;
-    let key = base_key();
-    let final_dir = cache.join(format!("base-{key}"));
-    if final_dir.is_dir() {
-        return Ok(final_dir);
-    }
-    let lock_path = cache.join("base.lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("cannot flock {}: {e}", lock_path.display()))?;
-    if final_dir.is_dir() {
-        return Ok(final_dir); // another test run built it while we waited
-    }
-    // Under the lock, any build dir is a leftover of a crashed build.
-    let tmp = cache.join(format!(".build-base-{key}"));
-    if tmp.exists() {
-        remove_tree(&tmp)?;
-    }
-    let log = cache.join(format!(".build-base-{key}.log"));
-    let mirror = debian_mirror()?;
-    eprintln!(
-        "[container] building base root {} from {mirror} (once; takes about a minute)",
-        final_dir.display()
-    );
-    let started = Instant::now();
-
-    let mut debootstrap = Command::new("debootstrap");
-    debootstrap
-        .arg("--variant=minbase")
-        .arg(format!("--include={}", BASE_INCLUDE.join(",")))
-        .arg(SUITE)
-        .arg(&tmp)
-        .arg(&mirror);
-    run_logged(debootstrap, &log, Duration::from_secs(1800))?;
-
-    // Inside the root, as the tests will use it later.
-    let chroot_env = [
-        ("PATH", PATH_ENV),
-        ("LANG", "C.UTF-8"),
-        ("DEBIAN_FRONTEND", "noninteractive"),
-    ];
-    let mut update = Command::new("chroot");
-    update
-        .arg(&tmp)
-        .args(["apt-get", "update"])
-        .env_clear()
-        .envs(chroot_env);
-    run_logged(update, &log, Duration::from_secs(600))?;
-    // Depends and Recommends, so a later `apt-get install` of them needs no network.
-    let mut download = Command::new("chroot");
-    download
-        .arg(&tmp)
-        .args(["apt-get", "install", "--download-only", "-y"])
-        .args(PREDOWNLOAD)
-        .env_clear()
-        .envs(chroot_env);
-    run_logged(download, &log, Duration::from_secs(1200))?;
-
-    // Per-container identity is given at boot; do not bake the host's into the base.
-    write_file(&tmp.join("etc/machine-id"), "", 0o444)?;
-    let _ = fs::remove_file(tmp.join("etc/hostname"));
-    let build_secs = started.elapsed().as_secs_f64();
-    write_file(
-        &tmp.join(".ocusers-base"),
-        &format!(
-            "key={key}\nsuite={SUITE}\nmirror={mirror}\ninclude={}\npredownload={}\nbuild_seconds={build_secs:.1}\n",
-            BASE_INCLUDE.join(","),
-            PREDOWNLOAD.join(",")
-        ),
-        0o644,
-    )?;
-    fs::rename(&tmp, &final_dir).map_err(|e| {
-        format!(
-            "cannot rename {} to {}: {e}",
-            tmp.display(),
-            final_dir.display()
-        )
-    })?;
-    let _ = fs::remove_file(&log);
-    eprintln!(
-        "[container] base root built in {build_secs:.1}s, {} MB: {}",
-        du_mb(&final_dir),
-        final_dir.display()
-    );
-    Ok(final_dir)
-}
-
-/// Cache key of the base root: FNV-1a over everything that shapes its content.
-pub fn base_key() -> String {
-    let spec = format!(
-        "format={BASE_FORMAT};suite={SUITE};variant=minbase;include={};predownload={}",
-        BASE_INCLUDE.join(","),
-        PREDOWNLOAD.join(",")
-    );
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in spec.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{:012x}", hash >> 16)
-}
-
-/// The Debian mirror the host's apt uses for `bookworm` (`$OCUSERS_TEST_DEBIAN_MIRROR` overrides).
-pub fn debian_mirror() -> Result<String, String> {
-    if let Ok(mirror) = std::env::var("OCUSERS_TEST_DEBIAN_MIRROR")
-        && !mirror.is_empty()
-    {
-        return Ok(mirror);
-    }
-    let is_debian = |uri: &str| {
-        (uri.starts_with("http://") || uri.starts_with("https://"))
-            && uri.trim_end_matches('/').ends_with("/debian")
-    };
-    let mut files: Vec<PathBuf> = fs::read_dir("/etc/apt/sources.list.d")
-        .map(|dir| dir.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    // deb822 *.sources first, then one-line sources.list and *.list files.
-    for path in files
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "sources"))
-    {
-        let text = fs::read_to_string(path).unwrap_or_default();
-        for stanza in text.split("\n\n") {
-            let mut fields: HashMap<String, String> = HashMap::new();
-            let mut last = String::new();
-            for line in stanza.lines() {
-                if line.trim_start().starts_with('#') || line.trim().is_empty() {
-                    continue;
-                }
-                if line.starts_with([' ', '\t']) {
-                    if let Some(value) = fields.get_mut(&last) {
-                        value.push(' ');
-                        value.push_str(line.trim());
-                    }
-                } else if let Some((k, v)) = line.split_once(':') {
-                    last = k.trim().to_ascii_lowercase();
-                    fields.insert(last.clone(), v.trim().to_string());
-                }
-            }
-            let has = |field: &str, word: &str| {
-                fields
-                    .get(field)
-                    .is_some_and(|v| v.split_whitespace().any(|w| w == word))
-            };
-            if !has("types", "deb") || !has("suites", SUITE) || has("enabled", "no") {
-                continue;
-            }
-            if let Some(uri) = fields
-                .get("uris")
-                .and_then(|v| v.split_whitespace().find(|u| is_debian(u)))
-            {
-                return Ok(uri.to_string());
-            }
-        }
-    }
-    let mut lists = vec![PathBuf::from("/etc/apt/sources.list")];
-    lists.extend(
-        files
-            .iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "list"))
-            .cloned(),
-    );
-    for path in &lists {
-        let text = fs::read_to_string(path).unwrap_or_default();
-        for line in text.lines() {
-            let mut words = line.split_whitespace().peekable();
-            if words.next() != Some("deb") {
-                continue;
-            }
-            if words.peek().is_some_and(|w| w.starts_with('[')) {
-                // skip options: "[a=b c=d]"
-                for w in words.by_ref() {
-                    if w.ends_with(']') {
-                        break;
-                    }
-                }
-            }
-            let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
-                continue;
-            };
-            if suite == SUITE && is_debian(uri) {
-                return Ok(uri.to_string());
-            }
-        }
-    }
-    Err(format!(
-        "no Debian mirror for {SUITE} found in the host's apt sources (/etc/apt/sources.list.d/*.sources \
-         `URIs:` with `Suites: {SUITE}`, or `deb URI {SUITE} ...` in /etc/apt/sources.list*). \
-         Configure apt, or set OCUSERS_TEST_DEBIAN_MIRROR=http://.../debian"
-    ))
-}
 
 /// How long the phases of [`Container::boot`] took.
 #[derive(Debug, Clone, Copy)]
@@ -754,188 +472,6 @@ impl Drop for Container {
     }
 }
 
-/// Returns stdout if `out` succeeded, else a message naming `what` with status and output tails.
-pub fn check(what: &str, out: Output) -> Result<String, String> {
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!("{what} failed: {}", describe(&out)))
-    }
-}
-
-/// One-line status plus the tails of stdout and stderr of `out`.
-pub fn describe(out: &Output) -> String {
-    let mut s = format!("{}", out.status);
-    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-        let text = String::from_utf8_lossy(bytes);
-        let t = tail_lines(&text, 20);
-        if !t.trim().is_empty() {
-            let _ = write!(s, "\n--- {name} (tail) ---\n{t}");
-        }
-    }
-    s
-}
-
-// ---------------------------------------------------------------------------------------------
-// Process helpers.
-
-/// Runs `cmd` with stdout/stderr in unlinked temp files (so background processes that keep the
-/// descriptors open cannot block us) in its own process group; kills the group on timeout.
-fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    let program = format!("{:?}", cmd.get_program());
-    let fail = |msg: String| Output {
-        status: ExitStatus::from_raw(127 << 8),
-        stdout: Vec::new(),
-        stderr: msg.into_bytes(),
-    };
-    let (mut out_file, mut err_file) = match (tempfile::tempfile(), tempfile::tempfile()) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
-            return fail(format!("[container] cannot create a temp file: {e}"));
-        }
-    };
-    let (out_dup, err_dup) = match (out_file.try_clone(), err_file.try_clone()) {
-        (Ok(o), Ok(e)) => (o, e),
-        (Err(e), _) | (_, Err(e)) => {
-            return fail(format!("[container] cannot dup a temp file: {e}"));
-        }
-    };
-    cmd.stdin(Stdio::null())
-        .stdout(out_dup)
-        .stderr(err_dup)
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(format!("[container] cannot start {program}: {e}")),
-    };
-    let mut timed_out = false;
-    let status = match wait_child(&mut child, timeout) {
-        Some(status) => status,
-        None => {
-            timed_out = true;
-            signal_group(child.id(), "KILL");
-            let _ = child.kill();
-            child.wait().unwrap_or(ExitStatus::from_raw(9))
-        }
-    };
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let _ = out_file.seek(SeekFrom::Start(0));
-    let _ = out_file.read_to_end(&mut stdout);
-    let _ = err_file.seek(SeekFrom::Start(0));
-    let _ = err_file.read_to_end(&mut stderr);
-    if timed_out {
-        stderr.extend_from_slice(
-            format!(
-                "\n[container] TIMEOUT after {:.1}s: killed the process group\n",
-                timeout.as_secs_f64()
-            )
-            .as_bytes(),
-        );
-    }
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
-}
-
-/// Runs `cmd` on the host; Ok(stdout) on success, else a specific error.
-fn run_checked(cmd: Command, timeout: Duration) -> Result<String, String> {
-    let what = format!("host command {cmd:?}");
-    check(&what, run_with_timeout(cmd, timeout))
-}
-
-/// Runs `cmd` on the host, appending its output to `log`; on failure the error has the log tail.
-fn run_logged(cmd: Command, log: &Path, timeout: Duration) -> Result<(), String> {
-    let what = format!("{cmd:?}");
-    let started = Instant::now();
-    let out = run_with_timeout(cmd, timeout);
-    let mut text = format!("\n$ {what}\n");
-    text.push_str(&String::from_utf8_lossy(&out.stdout));
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    let _ = write!(
-        text,
-        "\n[{} after {:.1}s]\n",
-        out.status,
-        started.elapsed().as_secs_f64()
-    );
-    let _ = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} failed with {} (full log: {})\n{}",
-            out.status,
-            log.display(),
-            tail_lines(&text, 30)
-        ))
-    }
-}
-
-/// Spawns from one thread that lives as long as the process, so that a parent-death signal set
-/// in the child fires when the test binary exits, not when some test thread ends.
-fn spawn_from_long_lived_thread(cmd: Command) -> std::io::Result<Child> {
-    type Request = (Command, mpsc::Sender<std::io::Result<Child>>);
-    static SPAWNER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        thread::Builder::new()
-            .name("container-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("cannot start the container spawner thread");
-        tx
-    });
-    let (tx, rx) = mpsc::channel();
-    spawner
-        .send((cmd, tx))
-        .map_err(|_| std::io::Error::other("container spawner thread is gone"))?;
-    rx.recv()
-        .map_err(|_| std::io::Error::other("container spawner thread is gone"))?
-}
-
-fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn signal_group(pgid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// parent pid -> child pids, from /proc/*/stat.
 fn children_map() -> HashMap<u32, Vec<u32>> {
     let mut map: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -952,17 +488,6 @@ fn children_map() -> HashMap<u32, Vec<u32>> {
         }
     }
     map
-}
-
-/// Field `n` (1-based, as in proc(5)) of /proc/PID/stat, for fields after the command name.
-fn stat_field(pid: u32, n: usize) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(n - 3)?.parse().ok()
-}
-
-fn start_time(pid: u32) -> u64 {
-    stat_field(pid, 22).unwrap_or(0)
 }
 
 /// Whether `pid` is PID 1 of a PID namespace below ours (`NSpid: <host pid> ... 1`).
@@ -982,20 +507,6 @@ fn random_id128() -> Result<String, String> {
     let uuid = fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map_err(|e| format!("cannot read /proc/sys/kernel/random/uuid: {e}"))?;
     Ok(uuid.trim().replace('-', ""))
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let uids = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    uids.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file())
 }
 
 /// Deletes temp copies left by test runs that died (owner process gone, nspawn not running).
@@ -1036,64 +547,4 @@ fn sweep_stale_copies() {
             }
         }
     }
-}
-
-/// `rm -rf --one-file-system`: never follows a mount into a bound host directory.
-fn remove_tree(path: &Path) -> Result<(), String> {
-    let mut rm = Command::new("rm");
-    rm.args(["-rf", "--one-file-system", "--"]).arg(path);
-    run_checked(rm, Duration::from_secs(300)).map(drop)
-}
-
-fn write_file(path: &Path, content: &str, mode: u32) -> Result<(), String> {
-    let _ = fs::remove_file(path); // replace symlinks instead of writing through them
-    fs::write(path, content).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("cannot chmod {}: {e}", path.display()))
-}
-
-fn du_mb(path: &Path) -> u64 {
-    Command::new("du")
-        .arg("-sm")
-        .arg(path)
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-fn tail_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Last `n` lines of a console log, with ANSI escape sequences and carriage returns removed.
-fn tail_of_file(path: &Path, n: usize) -> String {
-    let bytes = fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes);
-    let mut clean = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    for c in chars.by_ref() {
-                        if c.is_ascii_alphabetic() {
-                            break;
-                        }
-                    }
-                }
-            }
-            '\r' => {}
-            c => clean.push(c),
-        }
-    }
-    tail_lines(&clean, n)
 }
