@@ -40,7 +40,7 @@ pub struct PortsConfig {
 pub struct TenantsConfig {
     pub default_tier: String,
     pub ready_timeout: u64,
-    /// How many gateways start at once (0: one per online CPU); see
+    /// How many gateways start at once (0: one per two online CPUs); see
     /// `crate::startgate`.
     #[serde(default)]
     pub start_batch: u32,

@@ -43,7 +43,8 @@ fn storm(fx: &Fixture, names: &[String]) -> R {
         .trim()
         .parse()
         .map_err(|e| format!("nproc: {e}"))?;
-    let batch = cpus.max(1);
+    // The default batch ([tenants] start_batch = 0): one per two CPUs.
+    let batch = (cpus / 2).max(1);
 
     let probe: String = names
         .iter()
