@@ -4,7 +4,8 @@
 //!
 //! A new D-Bus call: a method on [`Systemd`] (so the plan goldens' fakes see
 //! it) and its implementation in `systemd/dbus.rs`. Only `crate::cli`
-//! connects ([`DbusSystemd::connect`]); everything else takes `&dyn Systemd`.
+//! connects ([`DbusSystemd::connect`]); everything else takes `&dyn Systemd`
+//! (`provision::converge` takes `&DbusSystemd`: it defers daemon-reloads).
 
 use anyhow::Result;
 use serde::Serialize;

@@ -52,5 +52,6 @@ pub fn run(paths: &Paths, args: ApplyArgs) -> Result<()> {
         no_wait: args.no_wait,
         force: args.force,
     };
-    converge(paths, &cfg, &desired, &opts)
+    let sd = crate::systemd::DbusSystemd::connect()?;
+    converge(paths, &sd, &cfg, &desired, &opts)
 }

@@ -57,6 +57,7 @@ pub fn run(paths: &Paths, cmd: DomainCommand) -> Result<()> {
             "note: public access is off ([proxy] in /etc/ocusers/ocusers.toml): the domain is recorded, and routed once it is on"
         );
     }
+    let sd = crate::systemd::DbusSystemd::connect()?;
     let opts = Opts {
         command: format!("ocusers domain {verb} {name} {}", args.host),
         file: None,
@@ -67,9 +68,9 @@ pub fn run(paths: &Paths, cmd: DomainCommand) -> Result<()> {
         }),
         prune: false,
         dry_run: args.dry_run,
-        no_start: !onetenant::running(&crate::systemd::DbusSystemd::connect()?, &name)?,
+        no_start: !onetenant::running(&sd, &name)?,
         no_wait: false,
         force: false,
     };
-    converge::converge(paths, &cfg, std::slice::from_ref(&desired), &opts)
+    converge::converge(paths, &sd, &cfg, std::slice::from_ref(&desired), &opts)
 }

@@ -30,7 +30,8 @@ pub fn run(paths: &Paths, args: RemoveArgs) -> Result<()> {
         Ok(())
     };
     let dry_run = args.dry_run.then_some(&mut show as ShowPlan<'_>);
-    if let Some(removed) = remove::remove(paths, &name, args.purge, dry_run)? {
+    let sd = crate::systemd::DbusSystemd::connect()?;
+    if let Some(removed) = remove::remove(paths, &sd, &name, args.purge, dry_run)? {
         for line in removed.report() {
             println!("{line}");
         }

@@ -30,12 +30,13 @@ pub fn run(paths: &Paths, args: RepairArgs) -> Result<()> {
     privilege::require_root("repair")?;
     let records = tenant::list(paths)?;
     let orphans = doctor::orphan_names(paths, &records);
-    if args.remove_orphans && !args.dry_run {
+    if args.remove_orphans && !args.dry_run && !orphans.is_empty() {
+        let sd = DbusSystemd::connect()?;
         for name in &orphans {
             let _lock = HostLock::acquire(paths)?;
             let removal = TenantName::parse(name)
                 .map_err(anyhow::Error::from)
-                .and_then(|n| remove::remove(paths, &n, false, None))
+                .and_then(|n| remove::remove(paths, &sd, &n, false, None))
                 .with_context(|| format!("removing the leftovers of {name}"))?;
             if let Some(removed) = removal {
                 for line in removed.report() {

@@ -68,7 +68,8 @@ pub fn run(paths: &Paths, args: RestoreArgs) -> Result<()> {
     }
     if exists && !args.dry_run {
         let _lock = HostLock::acquire(paths)?;
-        let removal = remove::remove(paths, &name, true, None)
+        let sd = DbusSystemd::connect()?;
+        let removal = remove::remove(paths, &sd, &name, true, None)
             .with_context(|| format!("removing the existing tenant {name} (--force)"))?;
         if let Some(removed) = removal {
             for line in removed.report() {

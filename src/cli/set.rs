@@ -73,17 +73,18 @@ pub fn run(paths: &Paths, args: SetArgs) -> Result<()> {
     privilege::require_root("set")?;
     let _lock = HostLock::acquire(paths)?;
     let desired = onetenant::set(paths, &tenant::list(paths)?, &name, &settings)?;
+    let sd = crate::systemd::DbusSystemd::connect()?;
     let opts = Opts {
         command,
         file: None,
         action: Some("set"),
         prune: false,
         dry_run: args.dry_run,
-        no_start: !onetenant::running(&crate::systemd::DbusSystemd::connect()?, &name)?,
+        no_start: !onetenant::running(&sd, &name)?,
         no_wait: args.no_wait,
         force: args.force,
     };
-    converge::converge(paths, &cfg, std::slice::from_ref(&desired), &opts)
+    converge::converge(paths, &sd, &cfg, std::slice::from_ref(&desired), &opts)
 }
 
 /// The command as the operator typed it, for the plan's title.

@@ -67,7 +67,13 @@ pub struct Opts {
 /// gives them), under the host lock the caller holds: every tenant through
 /// the add plan, the plan printed first, `--dry-run` stops there. `set` and
 /// `domain` call this with the one tenant they change.
-pub fn converge(paths: &Paths, cfg: &HostConfig, desired: &[Desired], args: &Opts) -> Result<()> {
+pub fn converge(
+    paths: &Paths,
+    sd: &DbusSystemd,
+    cfg: &HostConfig,
+    desired: &[Desired],
+    args: &Opts,
+) -> Result<()> {
     let command = args.command.as_str();
     let existing = tenant::list(paths)?;
     let wanted: BTreeSet<&str> = desired.iter().map(|d| d.name.as_str()).collect();
@@ -149,7 +155,6 @@ pub fn converge(paths: &Paths, cfg: &HostConfig, desired: &[Desired], args: &Opt
     }
     let extra_domains = proxy::extra_domains(&final_records);
 
-    let sd = DbusSystemd::connect()?;
     let start = Start::from_flags(args.no_start, args.no_wait);
     let ctxs: Vec<Ctx> = desired
         .iter()
@@ -158,7 +163,7 @@ pub fn converge(paths: &Paths, cfg: &HostConfig, desired: &[Desired], args: &Opt
             Ctx::new(
                 paths,
                 cfg,
-                &sd,
+                sd,
                 record,
                 &d.tier,
                 &d.secrets,
@@ -185,7 +190,7 @@ pub fn converge(paths: &Paths, cfg: &HostConfig, desired: &[Desired], args: &Opt
         let plan = super::remove::plan(
             paths,
             cfg,
-            &sd,
+            sd,
             &crate::identity::SYSTEM,
             &r.name,
             &r.user,

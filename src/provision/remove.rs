@@ -13,7 +13,7 @@ use crate::fsutil;
 use crate::identity::{self, Accounts};
 use crate::paths::{self, Paths};
 use crate::plan::{Plan, Step};
-use crate::systemd::{DbusSystemd, Systemd};
+use crate::systemd::Systemd;
 use crate::tenant::{self, TenantName};
 
 /// What [`remove`] did with the state.
@@ -52,11 +52,11 @@ pub type ShowPlan<'s> = &'s mut dyn FnMut(&Plan<'_>) -> Result<()>;
 /// it instead (`None` back). `purge`: delete the state instead of archiving.
 pub fn remove(
     paths: &Paths,
+    sd: &dyn Systemd,
     name: &TenantName,
     purge: bool,
     dry_run: Option<ShowPlan<'_>>,
 ) -> Result<Option<Removed>> {
-    let sd = DbusSystemd::connect()?;
     let user = paths::user_name(name);
     let unit = paths::unit_name(name);
     let account = our_account(&identity::SYSTEM, name);
@@ -84,7 +84,7 @@ pub fn remove(
     let plan = plan(
         paths,
         &cfg,
-        &sd,
+        sd,
         &identity::SYSTEM,
         name,
         &user,
