@@ -13,10 +13,12 @@
 //! file under `/run/ocusers`, changed under a lock.
 //!
 //! The gate never fails a start: anything it cannot read lets the start
-//! go on (and says why in the journal), and it waits at most `[tenants]
-//! ready_timeout` seconds, so a tenant that never becomes ready delays the
-//! others by that much at most, once per start of its own (and a start
-//! loop ends at the unit's start limit).
+//! go on (and says why in the journal). A started tenant counts for
+//! `[tenants] ready_timeout` seconds at most, so one that never becomes
+//! ready delays the others by that much at most, once per start of its own
+//! (and a start loop ends at the unit's start limit). A line that moves is
+//! waited out however long it is; one that has not moved for
+//! `ready_timeout` is jumped.
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::OpenOptionsExt;
@@ -60,6 +62,9 @@ pub struct Entry {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Board {
     pub tenants: BTreeMap<String, Entry>,
+    /// Unix seconds: when a gate last let a start through (the line moves).
+    #[serde(default)]
+    pub last_go: u64,
 }
 
 /// What the gate decided for one look at the board.
@@ -67,7 +72,7 @@ pub struct Board {
 pub enum Turn {
     /// Fewer than the batch start or wait ahead: go.
     Go,
-    /// Waited the longest allowed: go anyway.
+    /// The line has not moved for the longest allowed: go anyway.
     Overdue,
     /// Wait, behind these (starting, then waiting ahead).
     Wait(Vec<String>),
@@ -137,9 +142,11 @@ pub fn decide(
         })
         .collect();
     ahead.sort();
+    // A long line that moves is waited out, however long; only a line that
+    // has not moved for max_wait (no start let through since) is jumped.
     let turn = if ahead.len() < batch {
         Turn::Go
-    } else if now.saturating_sub(mine.since) >= max_wait {
+    } else if now.saturating_sub(mine.since.max(board.last_go)) >= max_wait {
         Turn::Overdue
     } else {
         return Turn::Wait(ahead.into_iter().map(|(_, _, n)| n.clone()).collect());
@@ -148,6 +155,7 @@ pub fn decide(
         e.phase = Phase::Starting;
         e.since = now;
     }
+    board.last_go = now;
     turn
 }
 
@@ -337,6 +345,39 @@ mod tests {
         b2.tenants.get_mut("a").unwrap().since = 1200;
         assert!(matches!(look(&mut b2, "me", 1279, 1, &busy), Turn::Wait(_)));
         assert_eq!(look(&mut b2, "me", 1280, 1, &busy), Turn::Overdue);
+    }
+
+    #[test]
+    fn a_long_line_that_moves_is_waited_out_past_max_wait() {
+        // Ten arrive at 0, one at a time, each ready 25 s after it went: the
+        // last goes at 225 s, past max_wait (180), in its turn, not early.
+        let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        let mut b = Board::default();
+        let mut went = BTreeMap::new();
+        for now in 0..400u64 {
+            for n in &names {
+                if went.contains_key(n) {
+                    continue;
+                }
+                let busy: Vec<&str> = names
+                    .iter()
+                    .filter(|m| went.get(*m).is_none_or(|&t: &u64| now < t + 25))
+                    .map(String::as_str)
+                    .collect();
+                match look(&mut b, n, now, 1, &busy) {
+                    Turn::Go => {
+                        went.insert(n.clone(), now);
+                    }
+                    Turn::Overdue => panic!("{n} jumped a moving line at {now}"),
+                    Turn::Wait(_) => {}
+                }
+            }
+        }
+        assert_eq!(went.len(), 10);
+        let mut times: Vec<u64> = went.values().copied().collect();
+        times.sort();
+        assert!(times.windows(2).all(|w| w[1] - w[0] >= 25), "{times:?}");
+        assert!(times[9] >= 225, "{times:?}");
     }
 
     #[test]
