@@ -260,11 +260,17 @@ pub fn backup_and_restore(fx: &Fixture) -> R {
     let v = fx.json(&format!("backup verify {archive} --json"))?;
     ensure(v["ok"] == true && v["tenant"] == "alice", || format!("{v}"))?;
     ensure(v["with_secrets"] == false, || format!("{v}"))?;
-    // The gateway's SQLite databases went through SQLite, not a byte copy.
-    let dbs = fx.sh(
-        "cd /var/lib/openclaw/alice && find . -path ./tmp -prune -o -path ./cache -prune -o -type f -size +0 -print | \
-         while read f; do head -c 15 \"$f\" | grep -q 'SQLite format 3' && echo \"${f#./}\"; done | sort",
-    )?;
+    // The gateway's SQLite databases went through SQLite, not a byte copy:
+    // every one in the state outside the directories backups leave out
+    // (OpenClaw's read-only SQLite copy lives in `.cache/openclaw`).
+    let prune: String = ocusers::backup::EXCLUDED
+        .iter()
+        .map(|d| format!("-path ./{d} -prune -o "))
+        .collect();
+    let dbs = fx.sh(&format!(
+        "cd /var/lib/openclaw/alice && find . {prune}-type f -size +0 -print | \
+         while read f; do head -c 15 \"$f\" | grep -q 'SQLite format 3' && echo \"${{f#./}}\"; done | sort",
+    ))?;
     let mut snap: Vec<String> = v["sqlite"]
         .as_array()
         .cloned()
