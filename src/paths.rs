@@ -181,12 +181,15 @@ impl Paths {
     }
     /// The start gate's board: who waits to start and who starts
     /// (see `crate::startgate`).
+    /// Beside the host lock, not in `/run/ocusers`: the gate runs with the
+    /// unit's `UMask=0077`, and a `/run/ocusers` it made would be 0700, which
+    /// the proxy (caddy, www-data) must traverse to the tenants' sockets.
     pub fn start_gate_board(&self) -> PathBuf {
-        self.at("/run/ocusers/start-gate.json")
+        self.at("/run/ocusers-start-gate.json")
     }
     /// Held while a gate reads and changes the board.
     pub fn start_gate_lock(&self) -> PathBuf {
-        self.at("/run/ocusers/start-gate.lock")
+        self.at("/run/ocusers-start-gate.lock")
     }
 }
 

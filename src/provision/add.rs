@@ -380,16 +380,27 @@ impl<'a> Ctx<'a> {
         }
 
         if start != Start::No {
+            // systemd makes the compile cache (CacheDirectory=) at the first
+            // start; a rolled-back first start takes it away again.
+            let cache_was_there = std::rc::Rc::new(std::cell::Cell::new(true));
+            let (was_apply, was_revert) = (cache_was_there.clone(), cache_was_there);
             plan.push(
                 Step::new(
                     format!("start {unit}"),
                     move || Ok(self.sd.unit(unit)?.is_active()),
                     move || {
+                        was_apply.set(crate::fsutil::exists(&p.cache_dir(name)));
                         self.sd.reset_failed(unit)?;
                         self.sd.start(unit)
                     },
                 )
-                .revert(move || self.sd.stop(unit))
+                .revert(move || {
+                    self.sd.stop(unit)?;
+                    if !was_revert.get() {
+                        crate::fsutil::remove_tree(&p.cache_dir(name))?;
+                    }
+                    Ok(())
+                })
                 .tag("start"),
             );
         }
