@@ -174,6 +174,10 @@ pub fn plan<'a>(
     ));
     let state = p.state_dir(name);
     let state_check = state.clone();
+    // The archive is packed as the tenant in a transient unit that carries
+    // the template's CacheDirectory=, which systemd makes: the compile cache
+    // is there to delete after it even when it is not now.
+    let archiving = archive.is_some() && fsutil::exists(&state);
     match archive {
         Some(archive) => plan.push(Step::new(
             format!(
@@ -207,7 +211,7 @@ pub fn plan<'a>(
     let cache_check = cache.clone();
     plan.push(Step::new(
         format!("delete the compile cache {}", cache.display()),
-        move || Ok(!fsutil::exists(&cache_check)),
+        move || Ok(!archiving && !fsutil::exists(&cache_check)),
         move || fsutil::remove_tree(&cache),
     ));
     let secrets = p.secrets_file(name);
