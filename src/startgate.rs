@@ -20,8 +20,6 @@
 //! waited out however long it is; one that has not moved for
 //! `ready_timeout` is jumped.
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -240,18 +238,7 @@ fn unix_now() -> u64 {
 
 fn lock(paths: &Paths) -> Result<Flock<std::fs::File>> {
     let path = paths.start_gate_lock();
-    // Only under a test root is there a parent to make (/run always is).
-    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    Flock::lock(file, FlockArg::LockExclusive)
+    Flock::lock(crate::lock::open(&path)?, FlockArg::LockExclusive)
         .map_err(|(_, e)| e)
         .with_context(|| format!("locking {}", path.display()))
 }
