@@ -3,7 +3,7 @@
 //! tree without `.git`, `.ci`, `target`, `tests` and `bench`) and `RUSTFLAGS`. A second tier
 //! in the same `cargo test` run (or a rerun without a source change) reuses it; a file lock
 //! keeps two builds from racing. `OCUSERS_TEST_DEB=/path/x.deb` skips the build.
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -29,14 +29,7 @@ pub fn build() -> Result<PathBuf, String> {
         return Ok(deb);
     }
     let lock_path = cache.join(".lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("cannot flock {}: {e}", lock_path.display()))?;
+    let _lock = crate::support::process::lock_exclusive(&lock_path)?;
     if let Some(deb) = the_deb(&dir) {
         return Ok(deb); // built by another run while we waited
     }

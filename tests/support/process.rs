@@ -343,3 +343,17 @@ pub fn tail_of_file(path: &Path, n: usize) -> String {
     }
     tail_lines(&clean, n)
 }
+
+/// Open `path` (made if missing) and hold an exclusive flock on it until
+/// the returned file is dropped: one builder of a shared cache at a time.
+pub fn lock_exclusive(path: &Path) -> Result<fs::File, String> {
+    let lock = fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("cannot flock {}: {e}", path.display()))?;
+    Ok(lock)
+}

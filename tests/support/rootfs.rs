@@ -6,7 +6,7 @@
 //! Everything needs root; a missing prerequisite is an error that says how to fix it, never a
 //! skip.
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -90,14 +90,7 @@ pub fn ensure_base_root() -> Result<PathBuf, String> {
         return Ok(final_dir);
     }
     let lock_path = cache.join("base.lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("cannot flock {}: {e}", lock_path.display()))?;
+    let _lock = crate::support::process::lock_exclusive(&lock_path)?;
     if final_dir.is_dir() {
         return Ok(final_dir); // another test run built it while we waited
     }

@@ -1,6 +1,6 @@
 //! The guest image: a raw ext4 disk upgraded from the cached Debian 12 root, with its kernel
 //! and initrd next to it (see [`super`]).
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -116,14 +116,7 @@ pub fn ensure_guest_image() -> Result<GuestImage, String> {
     }
     let base = ensure_base_root()?;
     let lock_path = cache.join("vm.lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
-    lock.lock()
-        .map_err(|e| format!("cannot flock {}: {e}", lock_path.display()))?;
+    let _lock = crate::support::process::lock_exclusive(&lock_path)?;
     if final_dir.join("disk.img").is_file() {
         return Ok(image(&final_dir));
     }
