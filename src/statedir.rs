@@ -246,3 +246,84 @@ mod tests {
         assert!(h.contains("is a FIFO"), "{h}");
     }
 }
+
+/// The tenant's compile cache (`CacheDirectory=`, made by systemd at the
+/// gateway's first start) as `audit` and `doctor` judge it, from lstat (a
+/// link is named, never followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheDir {
+    /// Not made yet.
+    Missing,
+    /// A link, file or anything else but a directory.
+    NotDir,
+    /// A directory with this mode (permission bits) and owner.
+    Dir { mode: u32, uid: u32 },
+}
+
+impl CacheDir {
+    /// A 0700 directory of `account`'s own.
+    pub fn is_sound_for(self, account: &Account) -> bool {
+        self == CacheDir::Dir {
+            mode: 0o700,
+            uid: account.uid,
+        }
+    }
+}
+
+pub fn cache_dir(paths: &Paths, name: &TenantName) -> CacheDir {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(paths.cache_dir(name)) {
+        Err(_) => CacheDir::Missing,
+        Ok(m) if !m.is_dir() => CacheDir::NotDir,
+        Ok(m) => CacheDir::Dir {
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn cache_dir_is_judged_from_lstat() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::new(root.path());
+        let name = TenantName::parse("alice").unwrap();
+        let me = Account {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: 0,
+            home: "/".into(),
+        };
+        assert_eq!(cache_dir(&paths, &name), CacheDir::Missing);
+        std::fs::create_dir_all(paths.cache_parent()).unwrap();
+        std::os::unix::fs::symlink("/etc", paths.cache_dir(&name)).unwrap();
+        assert_eq!(cache_dir(&paths, &name), CacheDir::NotDir);
+        std::fs::remove_file(paths.cache_dir(&name)).unwrap();
+        std::fs::create_dir(paths.cache_dir(&name)).unwrap();
+        let set = |m| {
+            std::fs::set_permissions(paths.cache_dir(&name), std::fs::Permissions::from_mode(m))
+                .unwrap()
+        };
+        set(0o755);
+        let c = cache_dir(&paths, &name);
+        assert_eq!(
+            c,
+            CacheDir::Dir {
+                mode: 0o755,
+                uid: me.uid
+            }
+        );
+        assert!(!c.is_sound_for(&me));
+        set(0o700);
+        let c = cache_dir(&paths, &name);
+        assert!(c.is_sound_for(&me));
+        assert!(!c.is_sound_for(&Account {
+            uid: me.uid + 1,
+            ..me.clone()
+        }));
+    }
+}

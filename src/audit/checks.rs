@@ -12,6 +12,7 @@ use crate::isolation;
 use crate::paths::{self, Paths};
 use crate::ports;
 use crate::secrets;
+use crate::statedir::CacheDir;
 use crate::systemd::Systemd;
 
 fn check(checks: &mut Vec<Check>, name: &'static str, ok: bool, detail: String) {
@@ -103,9 +104,9 @@ pub(super) fn audit_tenant(
     // directory (not a link). systemd makes it at the gateway's first start;
     // until then it is rightly missing.
     let cache = paths.cache_dir(&r.name);
-    let cache_meta = std::fs::symlink_metadata(&cache).ok();
-    match (&cache_meta, &t.account) {
-        (None, _) => check(
+    let cache_state = crate::statedir::cache_dir(paths, &r.name);
+    match cache_state {
+        CacheDir::Missing => check(
             &mut checks,
             "cache_dir",
             true,
@@ -114,7 +115,11 @@ pub(super) fn audit_tenant(
                 cache.display()
             ),
         ),
-        (Some(m), Some(a)) if m.is_dir() && m.mode() & 0o7777 == 0o700 && m.uid() == a.uid => {
+        _ if t
+            .account
+            .as_ref()
+            .is_some_and(|a| cache_state.is_sound_for(a)) =>
+        {
             check(
                 &mut checks,
                 "cache_dir",
@@ -122,7 +127,7 @@ pub(super) fn audit_tenant(
                 format!("{} 0700 {user}", cache.display()),
             )
         }
-        (Some(m), _) if !m.is_dir() => check(
+        CacheDir::NotDir => check(
             &mut checks,
             "cache_dir",
             false,
@@ -131,15 +136,13 @@ pub(super) fn audit_tenant(
                 cache.display()
             ),
         ),
-        (Some(m), _) => check(
+        CacheDir::Dir { mode, uid } => check(
             &mut checks,
             "cache_dir",
             false,
             format!(
-                "{} is mode {:04o} owned by uid {} (want 0700 {user}): `chmod 700 {0}; chown -R {user}: {0}`",
+                "{} is mode {mode:04o} owned by uid {uid} (want 0700 {user}): `chmod 700 {0}; chown -R {user}: {0}`",
                 cache.display(),
-                m.mode() & 0o7777,
-                m.uid()
             ),
         ),
     }

@@ -50,11 +50,12 @@ pub fn tenant_files(paths: &Paths, r: &Record) -> Vec<Check> {
     // The compile cache (made by systemd at the first start): if there, a
     // directory of the tenant's own, 0700, not a link.
     let cache = paths.cache_dir(&r.name);
-    if let Ok(m) = std::fs::symlink_metadata(&cache)
-        && (!m.is_dir()
-            || account
+    let cache_state = statedir::cache_dir(paths, &r.name);
+    if cache_state == statedir::CacheDir::NotDir
+        || (matches!(cache_state, statedir::CacheDir::Dir { .. })
+            && account
                 .as_ref()
-                .is_some_and(|a| m.uid() != a.uid || m.mode() & 0o7777 != 0o700))
+                .is_some_and(|a| !cache_state.is_sound_for(a)))
     {
         problems.push(format!(
             "compile cache {} is not a 0700 directory of {user}",
