@@ -10,15 +10,27 @@
 //! It waits while `[tenants] start_batch` other tenants have started and
 //! do not answer ready yet, first come first served, then lets its own
 //! start go on. The board of who waits and who starts is one small JSON
-//! file under `/run/ocusers`, changed under a lock.
+//! file beside the host lock (`/run/ocusers-start-gate.json`), changed under
+//! a lock.
 //!
 //! The gate never fails a start: anything it cannot read lets the start
-//! go on (and says why in the journal). A started tenant counts for
-//! `[tenants] ready_timeout` seconds at most, so one that never becomes
-//! ready delays the others by that much at most, once per start of its own
-//! (and a start loop ends at the unit's start limit). A line that moves is
-//! waited out however long it is; one that has not moved for
-//! `ready_timeout` is jumped.
+//! go on (and says why in the journal). A line that moves is waited out
+//! however long it is; one that has not moved for `ready_timeout` is
+//! jumped.
+//!
+//! A tenant controls how its own gateway starts (its config, its state),
+//! so a hostile one can make it hang before ready, spin at full CPU without
+//! ever getting ready, or exit and be restarted before ready, in a loop.
+//! None of that may hold the others back for long:
+//! - a started tenant counts only while it uses the CPU (at least a tenth
+//!   of one, over windows of [`WINDOW`] s): starting is loading modules at
+//!   full CPU, and one that waits on a FIFO or sleeps costs the others
+//!   nothing, so it does not keep them waiting;
+//! - its starts count for `ready_timeout` in all, from its first start not
+//!   yet seen ready: a restart before ready keeps that time, it does not
+//!   buy a new turn;
+//! - after that it is *spent*: its starts go at once and count for no one,
+//!   until it is seen ready or stopped.
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +47,11 @@ use crate::tenant::{self, TenantName};
 /// A waiting gate that has not looked at the board for this long has died
 /// (its unit was stopped while it waited).
 const WAITER_GONE: u64 = 10;
+/// A starting tenant's CPU use is judged over windows of at least this
+/// many seconds.
+pub const WINDOW: u64 = 2;
+/// A spent tenant is looked at (still not ready?) at most this often.
+const SPENT_RECHECK: u64 = 5;
 /// How often a waiting gate looks again.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -43,8 +60,12 @@ const POLL: Duration = Duration::from_millis(500);
 pub enum Phase {
     /// In the gate, since `since`.
     Waiting,
-    /// Let through at `since`; counts until ready.
+    /// Let through at `since`; counts until ready, while it uses the CPU,
+    /// for `ready_timeout` from `first` at most.
     Starting,
+    /// Started for `ready_timeout` from `first` and never seen ready:
+    /// counts for no one and goes at once, until seen ready or stopped.
+    Spent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,8 +73,51 @@ pub struct Entry {
     pub phase: Phase,
     /// Unix seconds: when it came to the gate (waiting) or went through it.
     pub since: u64,
-    /// Unix seconds: when its gate last looked (waiting).
+    /// Unix seconds: when its gate last looked (waiting), or when it was
+    /// last looked at (spent).
     pub seen: u64,
+    /// Unix seconds: its first start not yet seen ready or stopped. A
+    /// restart before ready keeps it.
+    #[serde(default)]
+    pub first: Option<u64>,
+    /// Its last CPU reading while starting: (unix seconds, CPU nanoseconds).
+    #[serde(default)]
+    pub cpu: Option<(u64, u64)>,
+    /// Whether it used the CPU over its last window (true until judged).
+    #[serde(default = "yes")]
+    pub busy: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Entry {
+    fn waiting(now: u64, first: Option<u64>) -> Entry {
+        Entry {
+            phase: Phase::Waiting,
+            since: now,
+            seen: now,
+            first,
+            cpu: None,
+            busy: true,
+        }
+    }
+
+    /// When its streak of starts not yet seen ready began.
+    fn streak(&self) -> u64 {
+        self.first.unwrap_or(self.since)
+    }
+}
+
+/// What the gate sees of another tenant that went through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    /// Its unit runs (or is about to be restarted) and its gateway does
+    /// not answer ready.
+    pub starting: bool,
+    /// The CPU time its gateway has used, if this host tells.
+    pub cpu_nsec: Option<u64>,
 }
 
 /// Who waits and who starts, by tenant name.
@@ -92,51 +156,67 @@ pub fn batch_size(configured: u32) -> usize {
 }
 
 /// One look at the board for tenant `me` at `now`: drop the entries that
-/// no longer count (`still_starting` says whether a started tenant still
-/// counts: running and not ready), put `me` in line, and decide.
+/// no longer count (`look` says what a started tenant is doing), put `me`
+/// in line, and decide.
 pub fn decide(
     board: &mut Board,
     me: &str,
     now: u64,
     batch: usize,
     max_wait: u64,
-    still_starting: &mut dyn FnMut(&str) -> bool,
+    look: &mut dyn FnMut(&str) -> Look,
 ) -> Turn {
     board.tenants.retain(|name, e| {
-        name == me
-            || match e.phase {
-                Phase::Waiting => now.saturating_sub(e.seen) <= WAITER_GONE,
-                Phase::Starting => now.saturating_sub(e.since) < max_wait && still_starting(name),
+        if name == me {
+            return true;
+        }
+        match e.phase {
+            Phase::Waiting => now.saturating_sub(e.seen) <= WAITER_GONE,
+            Phase::Spent if now.saturating_sub(e.seen) < SPENT_RECHECK => true,
+            Phase::Starting | Phase::Spent => {
+                let l = look(name);
+                if !l.starting {
+                    // Ready, stopped or gone: its streak is over.
+                    return false;
+                }
+                e.seen = now;
+                if e.phase == Phase::Starting && now.saturating_sub(e.streak()) >= max_wait {
+                    e.phase = Phase::Spent;
+                }
+                if e.phase == Phase::Starting {
+                    judge_cpu(e, now, l.cpu_nsec);
+                }
+                true
             }
+        }
     });
     // A gate of ours at the board means our last start is over: in line
-    // again, from now.
+    // again, from now, but a start not yet seen ready keeps its first
+    // start's time, and a spent one stays spent.
     let mine = board
         .tenants
         .entry(me.to_string())
-        .and_modify(|e| {
-            if e.phase == Phase::Starting {
-                e.phase = Phase::Waiting;
-                e.since = now;
+        .and_modify(|e| match e.phase {
+            Phase::Starting => {
+                *e = Entry::waiting(now, Some(e.streak()));
             }
-            e.seen = now;
+            Phase::Waiting | Phase::Spent => e.seen = now,
         })
-        .or_insert(Entry {
-            phase: Phase::Waiting,
-            since: now,
-            seen: now,
-        })
+        .or_insert_with(|| Entry::waiting(now, None))
         .clone();
+    if mine.phase == Phase::Spent {
+        return Turn::Go;
+    }
     let mut ahead: Vec<(u8, u64, &String)> = board
         .tenants
         .iter()
         .filter(|(name, _)| name.as_str() != me)
         .filter_map(|(name, e)| match e.phase {
-            Phase::Starting => Some((0, e.since, name)),
+            Phase::Starting if e.busy => Some((0, e.since, name)),
             Phase::Waiting if (e.since, name.as_str()) < (mine.since, me) => {
                 Some((1, e.since, name))
             }
-            Phase::Waiting => None,
+            Phase::Starting | Phase::Waiting | Phase::Spent => None,
         })
         .collect();
     ahead.sort();
@@ -152,9 +232,32 @@ pub fn decide(
     if let Some(e) = board.tenants.get_mut(me) {
         e.phase = Phase::Starting;
         e.since = now;
+        e.first.get_or_insert(now);
+        e.cpu = None;
+        e.busy = true;
     }
     board.last_go = now;
     turn
+}
+
+/// Whether starting tenant `e` used at least a tenth of a CPU over its last
+/// window of [`WINDOW`] s or more. Without a reading it counts as busy.
+fn judge_cpu(e: &mut Entry, now: u64, cpu_nsec: Option<u64>) {
+    let Some(cur) = cpu_nsec else {
+        e.cpu = None;
+        e.busy = true;
+        return;
+    };
+    match e.cpu {
+        Some((at, before)) if now.saturating_sub(at) >= WINDOW => {
+            let spent = cur.saturating_sub(before);
+            let window = now.saturating_sub(at).saturating_mul(1_000_000_000);
+            e.busy = spent.saturating_mul(10) >= window;
+            e.cpu = Some((now, cur));
+        }
+        Some(_) => {}
+        None => e.cpu = Some((now, cur)),
+    }
 }
 
 /// What the gate did, for its line in the journal.
@@ -183,14 +286,14 @@ pub fn wait_turn(paths: &Paths, name: &TenantName, sd: Option<&dyn Systemd>) -> 
         let turn = {
             let _lock = lock(paths)?;
             let mut board = load(paths);
-            let mut still_starting = |other: &str| still_starting(sd, &ports, other);
+            let mut look = |other: &str| look_at(sd, &ports, other);
             let turn = decide(
                 &mut board,
                 name.as_str(),
                 unix_now(),
                 batch,
                 max_wait,
-                &mut still_starting,
+                &mut look,
             );
             save(paths, &board)?;
             turn
@@ -214,20 +317,62 @@ pub fn wait_turn(paths: &Paths, name: &TenantName, sd: Option<&dyn Systemd>) -> 
     }
 }
 
-/// A tenant let through still counts while its unit runs and its gateway
-/// does not answer ready; one that left the registry does not.
-fn still_starting(sd: Option<&dyn Systemd>, ports: &BTreeMap<String, u16>, name: &str) -> bool {
-    let Some(port) = ports.get(name) else {
-        return false;
+/// What a tenant that went through the gate is doing: still starting while
+/// its unit runs and its gateway does not answer ready (one that left the
+/// registry is not); its CPU time from its cgroup, or from its main
+/// process where the host's cgroups do not tell (cgroup v1).
+fn look_at(sd: Option<&dyn Systemd>, ports: &BTreeMap<String, u16>, name: &str) -> Look {
+    let gone = Look {
+        starting: false,
+        cpu_nsec: None,
     };
+    let Some(port) = ports.get(name) else {
+        return gone;
+    };
+    let mut cpu_nsec = None;
     if let (Some(sd), Ok(n)) = (sd, TenantName::parse(name)) {
-        match sd.active_state(&paths::unit_name(&n)) {
-            Ok(s) if s == "active" || s == "activating" || s == "reloading" => {}
-            Ok(_) => return false,
+        match sd.unit(&paths::unit_name(&n)) {
+            Ok(u)
+                if matches!(
+                    u.active_state.as_str(),
+                    "active" | "activating" | "reloading"
+                ) =>
+            {
+                cpu_nsec = u.cpu_usage_nsec.or_else(|| process_cpu_nsec(u.main_pid));
+            }
+            Ok(_) => return gone,
             Err(_) => {}
         }
     }
-    health::probe(*port, Duration::from_secs(1)) != Readiness::Ready
+    Look {
+        starting: health::probe(*port, Duration::from_secs(1)) != Readiness::Ready,
+        cpu_nsec,
+    }
+}
+
+/// The CPU time (user and system, all threads) of process `pid` from
+/// /proc/PID/stat, in nanoseconds; None for no process.
+fn process_cpu_nsec(pid: u32) -> Option<u64> {
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    cpu_of_stat(&stat, unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+}
+
+/// utime + stime + cutime + cstime of a /proc/PID/stat line (fields 14 to
+/// 17: its own threads and its children it waited for, such as the `npm`
+/// a gateway runs at start; counted after the command name, which may hold
+/// spaces and parentheses), in ns.
+fn cpu_of_stat(stat: &str, ticks_per_sec: libc::c_long) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let mut ticks = 0u64;
+    for i in 11..15 {
+        ticks = ticks.saturating_add(fields.get(i)?.parse::<u64>().ok()?);
+    }
+    let per_sec = u64::try_from(ticks_per_sec).ok().filter(|&t| t > 0)?;
+    Some(ticks.saturating_mul(1_000_000_000) / per_sec)
 }
 
 fn unix_now() -> u64 {
@@ -261,7 +406,109 @@ mod tests {
     use super::*;
 
     fn look(board: &mut Board, me: &str, now: u64, batch: usize, busy: &[&str]) -> Turn {
-        decide(board, me, now, batch, 180, &mut |n| busy.contains(&n))
+        decide(board, me, now, batch, 180, &mut |n| Look {
+            starting: busy.contains(&n),
+            cpu_nsec: None,
+        })
+    }
+
+    /// A look where `cpu` gives each starting tenant's CPU time so far.
+    fn look_cpu(
+        board: &mut Board,
+        me: &str,
+        now: u64,
+        starting: &[&str],
+        cpu: &dyn Fn(&str) -> u64,
+    ) -> Turn {
+        decide(board, me, now, 1, 180, &mut |n| Look {
+            starting: starting.contains(&n),
+            cpu_nsec: Some(cpu(n)),
+        })
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_start_that_hangs_without_cpu_stops_holding_the_line() {
+        // hung went at 0 and blocks (a FIFO for a config): its CPU time
+        // stays at 1 s. x waits one window, then goes.
+        let mut b = Board::default();
+        let cpu = |_: &str| SEC;
+        assert_eq!(look_cpu(&mut b, "hung", 0, &["hung"], &cpu), Turn::Go);
+        assert!(matches!(
+            look_cpu(&mut b, "x", 1, &["hung", "x"], &cpu),
+            Turn::Wait(_)
+        ));
+        assert!(matches!(
+            look_cpu(&mut b, "x", 2, &["hung", "x"], &cpu),
+            Turn::Wait(_)
+        ));
+        assert_eq!(look_cpu(&mut b, "x", 3, &["hung", "x"], &cpu), Turn::Go);
+    }
+
+    #[test]
+    fn a_start_at_full_cpu_holds_the_line_until_ready() {
+        let mut b = Board::default();
+        // busy uses a full CPU: its CPU time is the clock.
+        let now = std::cell::Cell::new(0u64);
+        let cpu = |_: &str| now.get() * SEC;
+        assert_eq!(look_cpu(&mut b, "busy", 0, &["busy"], &cpu), Turn::Go);
+        for t in 1..60 {
+            now.set(t);
+            assert!(
+                matches!(
+                    look_cpu(&mut b, "x", t, &["busy", "x"], &cpu),
+                    Turn::Wait(_)
+                ),
+                "x went at {t}"
+            );
+        }
+        now.set(60);
+        assert_eq!(look_cpu(&mut b, "x", 60, &["x"], &cpu), Turn::Go);
+    }
+
+    #[test]
+    fn restarts_before_ready_do_not_buy_new_turns_and_a_spent_tenant_counts_for_no_one() {
+        // loop spins at full CPU and exits every 50 s, never ready; systemd
+        // restarts it and its gate runs again (no one waits: it goes).
+        let mut b = Board::default();
+        let now = std::cell::Cell::new(0u64);
+        let cpu = |_: &str| now.get() * SEC;
+        let mut y_went = None;
+        for t in 0..260u64 {
+            now.set(t);
+            if t % 50 == 0 {
+                assert_eq!(look_cpu(&mut b, "loop", t, &["loop", "y"], &cpu), Turn::Go);
+            }
+            if y_went.is_none()
+                && t >= 160
+                && look_cpu(&mut b, "y", t, &["loop", "y"], &cpu) == Turn::Go
+            {
+                y_went = Some(t);
+            }
+        }
+        // y waited out loop's 180 s from its first start, not 180 s from
+        // its latest (150).
+        assert_eq!(y_went, Some(180));
+        // Spent: its restart at 200 went at once, and it holds no one.
+        assert_eq!(b.tenants["loop"].phase, Phase::Spent);
+        assert_eq!(look_cpu(&mut b, "z", 260, &["loop", "z"], &cpu), Turn::Go);
+        // Once seen ready (or stopped), its next start counts again.
+        now.set(300);
+        assert_eq!(look_cpu(&mut b, "w", 300, &["w"], &cpu), Turn::Go);
+        assert!(!b.tenants.contains_key("loop"));
+        assert_eq!(
+            look_cpu(&mut b, "loop", 301, &["loop", "w"], &cpu),
+            Turn::Wait(vec!["w".into()])
+        );
+    }
+
+    #[test]
+    fn cpu_time_of_a_proc_stat_line_with_an_odd_command_name() {
+        let stat =
+            "4242 (node) 1 2) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 60 40 20 0 16 0 100 0 0";
+        assert_eq!(cpu_of_stat(stat, 100), Some(4 * SEC));
+        assert_eq!(cpu_of_stat("garbage", 100), None);
     }
 
     #[test]
@@ -319,7 +566,7 @@ mod tests {
                 Entry {
                     phase: Phase::Starting,
                     since: 1000 + i as u64,
-                    seen: 0,
+                    ..Entry::waiting(0, None)
                 },
             );
         }

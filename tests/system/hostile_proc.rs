@@ -356,3 +356,79 @@ fn wait_plain(fx: &Fixture, mark: &str) -> Result<String, String> {
     );
     Ok(plain)
 }
+
+/// The start gate (issue 18) is not the tenant's to hold: alice's gateway,
+/// stopped by alice herself (SIGSTOP from her sandbox) in the middle of a
+/// start, is running, not ready and idle; bob-smith's restart then goes
+/// through the gate within a few seconds (its CPU-use window), not after
+/// `ready_timeout` (180 s), as it did while every started tenant counted
+/// until ready. alice comes back when she lets her gateway go on.
+pub fn start_gate_not_held(fx: &Fixture) -> R {
+    let sent = sentinel(fx)?;
+    let old = fx.main_pid("alice")?;
+    let since = fx.sh("date '+%Y-%m-%d %H:%M:%S'")?.trim().to_string();
+    fx.sh("systemctl restart --no-block openclaw@alice")?;
+    let mut pid = 0;
+    wait_for(
+        "alice's new gateway process",
+        Duration::from_secs(60),
+        || {
+            pid = fx
+                .show("openclaw@alice.service", "MainPID")?
+                .parse()
+                .unwrap_or(0);
+            Ok(pid != 0 && pid != old)
+        },
+    )?;
+    let out = fx.ocusers(&format!(
+        "exec alice -- sh -c 'kill -STOP {pid} && echo stopped'"
+    ));
+    ensure(stdout(&out).contains("stopped"), || {
+        format!("alice could not stop her gateway: {}", describe(&out))
+    })?;
+    let state = fx.sh(&format!(
+        "systemctl is-active openclaw@alice; awk '{{print $3}}' /proc/{pid}/stat"
+    ))?;
+    let alice_port = fx.port("alice")?;
+    ensure(
+        state == "active\nT\n" && fx.readyz(alice_port)? != "200",
+        || format!("alice's gateway is not stopped mid-start: {state:?}"),
+    )?;
+
+    let t = Instant::now();
+    let restart = fx.sh("systemctl restart openclaw@bob-smith");
+    let gate = t.elapsed();
+    let said = fx.sh(&format!(
+        "journalctl --since '{since}' -o cat -u openclaw@bob-smith | grep '^start gate: bob-smith' || true"
+    ))?;
+    // alice lets her gateway go on, whatever happened above.
+    let cont = fx.ocusers(&format!("exec alice -- kill -CONT {pid}"));
+    restart?;
+    ensure(cont.status.success(), || {
+        format!("alice could not continue her gateway: {}", describe(&cont))
+    })?;
+    fx.figure(
+        "restart of bob-smith while alice's start is held (SIGSTOP) by alice",
+        format!(
+            "{:.1} s through the gate and exec; gate: {}",
+            gate.as_secs_f64(),
+            if said.trim().is_empty() {
+                "went at once"
+            } else {
+                said.trim()
+            }
+        ),
+    );
+    ensure(gate < Duration::from_secs(15), || {
+        format!(
+            "bob-smith's restart took {:.1} s while alice held her start: {said}",
+            gate.as_secs_f64()
+        )
+    })?;
+    wait_ready(fx, "bob-smith", Duration::from_secs(300))?;
+    wait_ready(fx, "alice", Duration::from_secs(300))?;
+    let now = sentinel(fx)?;
+    ensure(now == sent, || {
+        format!("the sentinel changed:\n{sent}\n---\n{now}")
+    })
+}

@@ -81,6 +81,10 @@ const TRIALS: &[(&str, Check<Fixture>)] = &[
     ),
     ("hostile_dev_shm_private", hostile_proc::dev_shm_private),
     (
+        "hostile_start_gate_not_held",
+        hostile_proc::start_gate_not_held,
+    ),
+    (
         "hostile_forged_history_entries_ignored",
         hostile_proc::forged_history_entries_ignored,
     ),
