@@ -157,32 +157,41 @@ pub fn run(
         audits.push(a);
     }
 
-    let mut probes = Vec::new();
-    for from in tenants
-        .iter()
-        .filter(|t| only.is_none_or(|n| *n == t.record.name))
-    {
-        for to in tenants.iter().filter(|t| t.record.name != from.record.name) {
-            probes.extend(pairs::probe_pair(
-                paths,
-                from,
-                to,
-                loaded.as_deref(),
-                &listeners,
-            ));
-        }
-    }
     // Against the host itself: root's bait listeners, the metadata
     // addresses (only where ocusers' table would refuse them on this host,
     // so no probe leaves it), other tenants' listeners outside their blocks.
     let bait = local::Bait::open(loaded.is_some(), &cfg.isolation.allow_local());
-    for from in tenants
-        .iter()
-        .filter(|t| only.is_none_or(|n| *n == t.record.name))
-    {
-        probes.extend(local::probe_host(from, &tenants, &bait, &listeners));
-    }
+    // Each tenant's probes in a thread of their own: every probe is a
+    // process of its own that may wait up to 2 s for a refusal, and no
+    // probe of one tenant depends on another's. The report keeps its
+    // order: every pair probe, then every probe of the host, by tenant.
+    let per_tenant: Vec<(Vec<ProbeResult>, Vec<ProbeResult>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = tenants
+            .iter()
+            .filter(|t| only.is_none_or(|n| *n == t.record.name))
+            .map(|from| {
+                let (tenants, loaded, listeners, bait) =
+                    (&tenants, loaded.as_deref(), &listeners, &bait);
+                s.spawn(move || {
+                    let mut pair = Vec::new();
+                    for to in tenants.iter().filter(|t| t.record.name != from.record.name) {
+                        pair.extend(pairs::probe_pair(paths, from, to, loaded, listeners));
+                    }
+                    (pair, local::probe_host(from, tenants, bait, listeners))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a thread of the audit's probes panicked"))
+            })
+            .collect::<Result<_>>()
+    })?;
     drop(bait);
+    let (pair, host): (Vec<_>, Vec<_>) = per_tenant.into_iter().unzip();
+    let probes: Vec<ProbeResult> = pair.into_iter().chain(host).flatten().collect();
     for p in &probes {
         if !p.ok {
             failures.push(format!(
