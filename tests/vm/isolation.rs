@@ -1153,14 +1153,13 @@ pub fn audit_passes_clean(fx: &Fixture) -> R {
     for p in &probes {
         ensure(p["result"] == "denied", || format!("probe not denied: {p}"))?;
     }
+    // The human form of a clean audit is checked by audit_names_each_fault,
+    // whose last audit (after the faults are undone) is that one: each
+    // audit takes about a minute under TCG.
     ensure(
         report["warnings"].as_array().is_some_and(Vec::is_empty),
         || format!("{report:#}"),
-    )?;
-    let human = fx.ok("ocusers audit --no-openclaw")?;
-    ensure(human.contains("audit: 0 failure(s), 0 warning(s)"), || {
-        human.clone()
-    })
+    )
 }
 
 /// Acceptance 5 (faults): each injected fault makes `ocusers audit` exit non-zero with a
@@ -1249,13 +1248,17 @@ pub fn audit_names_each_fault(fx: &Fixture) -> R {
                 .unwrap_or_default(),
         );
     }
-    let after = fx.run("ocusers audit --no-openclaw --json");
-    ensure(after.ok(), || {
-        format!(
-            "the host is not clean again after the faults: {}",
-            after.describe()
-        )
-    })
+    // Clean again, in the human form (audit_passes_clean reads the JSON).
+    let after = fx.run("ocusers audit --no-openclaw");
+    ensure(
+        after.ok() && after.stdout.contains("audit: 0 failure(s), 0 warning(s)"),
+        || {
+            format!(
+                "the host is not clean again after the faults: {}",
+                after.describe()
+            )
+        },
+    )
 }
 
 /// Exposure of the tenant unit on Debian 13's systemd 257 (the system tier checks Debian 12's).
