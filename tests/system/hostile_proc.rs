@@ -207,13 +207,14 @@ pub fn config_restart_comes_back(fx: &Fixture) -> R {
     );
 
     // The operator's stop is for good.
+    // Twice the unit's RestartSec=3s: a restart would have begun.
     fx.ocusers_ok("stop alice")?;
-    std::thread::sleep(Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(6));
     let state = fx.sh(&format!(
         "systemctl is-active {unit} || true; systemctl show -P MainPID {unit}"
     ))?;
     ensure(state == "inactive\n0\n", || {
-        format!("after `ocusers stop` and 10 s: {state:?}")
+        format!("after `ocusers stop` and 6 s: {state:?}")
     })?;
     fx.ocusers_ok("start alice")?;
     wait_ready(fx, "alice", Duration::from_secs(180))?;
