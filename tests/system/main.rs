@@ -38,8 +38,8 @@ const TRIALS: &[(&str, Check<Fixture>)] = &[
     ("runtime_install", tenants::runtime_install),
     ("add_three_tenants", tenants::add_three_tenants),
     ("units_active_and_ready", tenants::units_active_and_ready),
-    // A lean tier's tenant against a default one (issue 18): bob, then
-    // removed again (later trials count tenants).
+    // A lean tier's tenant against a default one (bob), issue 18; the lean
+    // tenant is removed again (later trials count tenants).
     ("lean_light_tenant", lean::lean_light_tenant),
     ("client_token_auth", tenants::client_token_auth),
     ("ports_spaced", tenants::ports_spaced),
