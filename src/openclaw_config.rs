@@ -15,9 +15,37 @@ use crate::tenant::TenantName;
 /// from anywhere else are refused by the gateway.
 pub const TRUSTED_PROXIES: [&str; 2] = ["127.0.0.1", "::1"];
 
-pub fn render(name: &TenantName, port: u16) -> String {
+/// Plugins a lean tenant keeps whatever its tier lists: ocusers' invites
+/// pair devices through `device-pair` (see [`crate::invite`]).
+pub const REQUIRED_PLUGINS: [&str; 1] = ["device-pair"];
+
+/// The `plugins.allow` a lean tier's `list` gives: the list with
+/// [`REQUIRED_PLUGINS`], sorted, each once.
+pub fn allow_list(list: &[String]) -> Vec<String> {
+    let mut allow: Vec<String> = list.to_vec();
+    allow.extend(REQUIRED_PLUGINS.map(String::from));
+    allow.sort_unstable();
+    allow.dedup();
+    allow
+}
+
+/// The tenant's config. `plugins`: a lean tier's allow-list (see
+/// [`crate::policy::Tier::plugins`]), written as OpenClaw's exclusive
+/// `plugins.allow` with [`REQUIRED_PLUGINS`] added; `None` leaves OpenClaw's
+/// defaults (every bundled default-on plugin loads).
+pub fn render(name: &TenantName, port: u16, plugins: Option<&[String]>) -> String {
     let state = paths::home_dir(name).display().to_string();
     let include = |file: &str| json!({ "$include": origins::include_path(name, file) });
+    let mut plugin_config = json!({
+        "entries": {
+            "device-pair": {
+                "config": include(origins::DEVICE_PAIR),
+            },
+        },
+    });
+    if let Some(list) = plugins {
+        plugin_config["allow"] = json!(allow_list(list));
+    }
     let config = json!({
         "gateway": {
             "mode": "local",
@@ -40,13 +68,7 @@ pub fn render(name: &TenantName, port: u16) -> String {
             "publicOrigin": include(origins::PUBLIC_ORIGIN),
             "controlUi": include(origins::CONTROL_UI),
         },
-        "plugins": {
-            "entries": {
-                "device-pair": {
-                    "config": include(origins::DEVICE_PAIR),
-                },
-            },
-        },
+        "plugins": plugin_config,
         "agents": {
             "defaults": {
                 "workspace": format!("{state}/workspace"),

@@ -26,6 +26,12 @@ struct TierFile {
     cpu_quota: String,
     tasks_max: u64,
     v8_heap_mb: u32,
+    /// A lean tier: the only OpenClaw plugins its tenants' gateways load
+    /// (OpenClaw's exclusive `plugins.allow`, written into the tenant's
+    /// config when it is created). Absent: every plugin OpenClaw enables
+    /// by default.
+    #[serde(default)]
+    plugins: Option<Vec<String>>,
 }
 
 /// A tier, parsed: the unit properties it sets and the V8 heap it gives.
@@ -35,6 +41,10 @@ pub struct Tier {
     pub description: String,
     pub limits: Limits,
     pub v8_heap_mb: u32,
+    /// The plugin allow-list of a lean tier (see [`TierFile`]); `None`:
+    /// OpenClaw's defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<Vec<String>>,
 }
 
 /// The resource properties a tier sets: the systemd adapter's type (the
@@ -179,7 +189,60 @@ fn parse(name: &str, text: &str, path: Option<PathBuf>) -> Result<Tier> {
             tasks_max: file.tasks_max,
         },
         v8_heap_mb: file.v8_heap_mb,
+        plugins: match file.plugins {
+            Some(list) => Some(plugin_list(list).map_err(|m| bad(format!("plugins: {m}")))?),
+            None => None,
+        },
     })
+}
+
+/// An OpenClaw plugin id as its manifests spell them (`device-pair`,
+/// `memory-core`): lower-case letters, digits and `-`, at most 64.
+pub fn check_plugin_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a plugin id (lower-case letters, digits and '-', like device-pair)"
+        ))
+    }
+}
+
+/// Plugin ids checked, sorted, without duplicates.
+fn plugin_list(mut list: Vec<String>) -> Result<Vec<String>, String> {
+    for id in &list {
+        check_plugin_id(id)?;
+    }
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
+
+impl Tier {
+    /// This tier with `extra` plugins added to its allow-list (`ocusers add
+    /// --plugin`). Refused for a tier without one: its gateways already
+    /// load every plugin OpenClaw enables by default.
+    pub fn with_plugins(mut self, extra: &[String]) -> Result<Tier, String> {
+        if extra.is_empty() {
+            return Ok(self);
+        }
+        let Some(list) = self.plugins.take() else {
+            return Err(format!(
+                "tier {} has no plugin list (its gateways load every plugin OpenClaw enables by default): drop --plugin, or use a lean tier such as light",
+                self.name
+            ));
+        };
+        self.plugins = Some(plugin_list(
+            list.into_iter().chain(extra.iter().cloned()).collect(),
+        )?);
+        Ok(self)
+    }
 }
 
 /// `512M`, `2G`, `1536M`, `1048576` (bytes); K, M, G, T are powers of 1024
@@ -288,6 +351,55 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("heavy, light, standard"), "{text}");
         assert!(Tier::load(&Paths::new(dir.path()), "../etc/passwd").is_err());
+    }
+
+    #[test]
+    fn a_lean_tier_lists_its_plugins_and_add_extends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        std::fs::create_dir_all(paths.local_tiers_dir()).unwrap();
+        let base = "description = \"x\"\nmemory_high = \"1G\"\nmemory_max = \"2G\"\ncpu_quota = \"25%\"\ntasks_max = 100\nv8_heap_mb = 384\n";
+        let write = |name: &str, extra: &str| {
+            std::fs::write(
+                paths.local_tiers_dir().join(format!("{name}.toml")),
+                format!("{base}{extra}"),
+            )
+            .unwrap()
+        };
+        write(
+            "lean",
+            "plugins = [\"telegram\", \"device-pair\", \"telegram\"]\n",
+        );
+        let t = Tier::load(&paths, "lean").unwrap();
+        assert_eq!(
+            t.plugins.as_deref(),
+            Some(&["device-pair".to_string(), "telegram".into()][..])
+        );
+        let more = t.with_plugins(&["browser".into()]).unwrap();
+        assert_eq!(
+            more.plugins.unwrap(),
+            ["browser", "device-pair", "telegram"]
+        );
+        // A bad id names the field and the rule.
+        write("bad", "plugins = [\"../x\"]\n");
+        let err = format!("{:#}", Tier::load(&paths, "bad").unwrap_err());
+        assert!(
+            err.contains("plugins") && err.contains("not a plugin id"),
+            "{err}"
+        );
+        // A tier without a list loads everything: --plugin is refused there.
+        let standard = Tier::load(&paths, "standard").unwrap();
+        assert!(standard.plugins.is_none());
+        let err = standard.with_plugins(&["browser".into()]).unwrap_err();
+        assert!(err.contains("tier standard has no plugin list"), "{err}");
+        assert!(
+            Tier::load(&paths, "standard")
+                .unwrap()
+                .with_plugins(&[])
+                .is_ok()
+        );
+        let lean = Tier::load(&paths, "lean").unwrap();
+        assert!(lean.with_plugins(&["Browser".into()]).is_err());
     }
 
     #[test]

@@ -21,8 +21,19 @@ fn check(rel: &str, actual: &[u8]) {
 #[test]
 fn tenant_openclaw_config() {
     let alice = TenantName::parse("alice").unwrap();
-    let text = ocusers::openclaw_config::render(&alice, 20000);
+    let text = ocusers::openclaw_config::render(&alice, 20000, None);
     check("tests/golden/openclaw.json", text.as_bytes());
+    // A lean tier's tenant: the tier's allow-list, with device-pair (the
+    // invites need it) added whether the tier lists it or not.
+    let lean = ocusers::openclaw_config::render(&alice, 20000, Some(&["telegram".to_string()]));
+    check("tests/golden/openclaw-lean.json", lean.as_bytes());
+    let v: serde_json::Value = serde_json::from_str(&lean).unwrap();
+    assert_eq!(
+        v["plugins"]["allow"],
+        serde_json::json!(["device-pair", "telegram"])
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(v["plugins"].get("allow").is_none(), "{text}");
     // It must be JSON and carry no secret, only the reference to one.
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(

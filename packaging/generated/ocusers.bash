@@ -469,7 +469,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__add)
-            opts="-v -h --tier --port --domain --no-start --no-wait --force --dry-run --verbose --help"
+            opts="-v -h --tier --port --domain --plugin --no-start --no-wait --force --dry-run --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -484,6 +484,10 @@ _ocusers() {
                     return 0
                     ;;
                 --domain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --plugin)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -63,6 +63,7 @@ complete -c ocusers -n "__fish_ocusers_needs_command" -f -a "help" -d 'Print thi
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l tier -d 'Resource tier (light, standard, heavy, or one of /etc/ocusers/tiers)' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l port -d 'Gateway port (first of the tenant\'s block); allocated from the pool if left out' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l domain -d 'An extra public host name for the tenant besides NAME.DOMAIN (repeat for more); its DNS must point at this host' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l plugin -d 'An OpenClaw plugin to load besides its lean tier\'s list (repeat for more), e.g. `--plugin browser` on a light tenant; written into the tenant\'s config when it is created (the config is the tenant\'s own afterwards)' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l no-start -d 'Create and enable the tenant but do not start its gateway'
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l no-wait -d 'Start the gateway but do not wait until it answers /readyz'
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l force -d 'Add even when the tenants\' memory limits would exceed the capacity guard'

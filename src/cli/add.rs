@@ -9,6 +9,7 @@ use crate::config::HostConfig;
 use crate::display::human_bytes;
 use crate::lock::HostLock;
 use crate::paths::Paths;
+use crate::policy::Tier;
 use crate::privilege;
 use crate::provision::add::{self, Ctx, Prepared, Request, Start};
 use crate::secrets;
@@ -29,6 +30,12 @@ pub struct AddArgs {
     /// for more); its DNS must point at this host.
     #[arg(long = "domain", value_name = "HOST")]
     pub domains: Vec<String>,
+    /// An OpenClaw plugin to load besides its lean tier's list (repeat for
+    /// more), e.g. `--plugin browser` on a light tenant; written into the
+    /// tenant's config when it is created (the config is the tenant's own
+    /// afterwards).
+    #[arg(long = "plugin", value_name = "ID")]
+    pub plugins: Vec<String>,
     /// Create and enable the tenant but do not start its gateway.
     #[arg(long)]
     pub no_start: bool,
@@ -55,6 +62,10 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         domains: args.domains.clone(),
     };
     add::resolve(paths, &cfg, &name, &request, &tenant::list(paths)?)?;
+    let tier_name = args.tier.as_deref().unwrap_or(&cfg.tenants.default_tier);
+    Tier::load(paths, tier_name)?
+        .with_plugins(&args.plugins)
+        .map_err(anyhow::Error::msg)?;
     if cfg.proxy.enabled() {
         cfg.proxy.check_installed()?;
     }
@@ -74,6 +85,9 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         tier,
         extra_domains,
     } = add::prepare(paths, &cfg, &name, resolved, &registry, args.force)?;
+    let tier = tier
+        .with_plugins(&args.plugins)
+        .map_err(anyhow::Error::msg)?;
     let port = record.port;
 
     let sd = DbusSystemd::connect()?;
@@ -157,5 +171,11 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         l.cpu_quota_per_sec_usec / 10_000,
         l.tasks_max
     );
+    if let Some(list) = &tier.plugins {
+        println!(
+            "  plugins: {} (a lean tier: OpenClaw's plugins.allow in the tenant's config)",
+            crate::openclaw_config::allow_list(list).join(", ")
+        );
+    }
     Ok(())
 }

@@ -225,7 +225,7 @@ impl<'a> Ctx<'a> {
                 move || Ok(statedir::config_is_there(p, name)),
                 move || {
                     let account = self.account()?;
-                    let text = openclaw_config::render(name, r.port);
+                    let text = openclaw_config::render(name, r.port, self.tier.plugins.as_deref());
                     written_apply.set(statedir::ensure_config(p, name, &account, &text)?);
                     Ok(())
                 },

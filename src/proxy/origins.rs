@@ -394,11 +394,11 @@ mod tests {
             )),
             port: Some(20128),
         };
-        let text = crate::openclaw_config::render(&alice, 20000);
+        let text = crate::openclaw_config::render(&alice, 20000, None);
         let fixed = crate::backup::tenant_side::fixed_config(text, &fix).unwrap();
         assert!(missing_includes(&alice2, &fixed).is_empty(), "{fixed}");
         assert!(!fixed.contains("/public/alice/"), "{fixed}");
-        assert_eq!(fixed, crate::openclaw_config::render(&alice2, 20128));
+        assert_eq!(fixed, crate::openclaw_config::render(&alice2, 20128, None));
     }
 
     #[test]
@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn missing_includes_are_named() {
         let name = TenantName::parse("alice").unwrap();
-        let full = crate::openclaw_config::render(&name, 20000);
+        let full = crate::openclaw_config::render(&name, 20000, None);
         assert!(missing_includes(&name, &full).is_empty());
         let bare = r#"{"gateway": {"controlUi": {"allowedOrigins": ["https://x.org"]}}}"#;
         assert_eq!(

@@ -13,6 +13,7 @@ mod hostile_fs;
 mod hostile_proc;
 mod invite;
 mod isolation;
+mod lean;
 mod many;
 mod onboarding;
 mod onetenant;
@@ -37,6 +38,9 @@ const TRIALS: &[(&str, Check<Fixture>)] = &[
     ("runtime_install", tenants::runtime_install),
     ("add_three_tenants", tenants::add_three_tenants),
     ("units_active_and_ready", tenants::units_active_and_ready),
+    // A lean tier's tenant against a default one (bob), issue 18; the lean
+    // tenant is removed again (later trials count tenants).
+    ("lean_light_tenant", lean::lean_light_tenant),
     ("client_token_auth", tenants::client_token_auth),
     ("ports_spaced", tenants::ports_spaced),
     ("state_and_secrets_modes", tenants::state_and_secrets_modes),
