@@ -414,12 +414,20 @@ impl<'a> Ctx<'a> {
             plan.push(proxy::route_step(p, self.proxy(), self.sd, r));
         }
 
+        // A sleeper that has started before and sleeps now is left asleep
+        // (`apply` must not wake every sleeper); a new one starts once.
+        let sleeper = self.idle.is_some();
+        let asleep = move || -> Result<bool> {
+            let u = self.sd.unit(unit)?;
+            Ok(sleeper
+                && crate::fsutil::exists(&p.cache_dir(name))
+                && crate::sleep::sleeping(p, self.sd, name, &u.active_state))
+        };
         if start != Start::No {
             // systemd makes the compile cache (CacheDirectory=) at the first
             // start; a rolled-back first start takes it away again.
             let cache_was_there = std::rc::Rc::new(std::cell::Cell::new(true));
             let (was_apply, was_revert) = (cache_was_there.clone(), cache_was_there);
-            let sleeper = self.idle.is_some();
             plan.push(
                 Step::new(
                     if sleeper {
@@ -430,7 +438,7 @@ impl<'a> Ctx<'a> {
                     } else {
                         format!("start {unit}")
                     },
-                    move || Ok(self.sd.unit(unit)?.is_active()),
+                    move || Ok(self.sd.unit(unit)?.is_active() || asleep()?),
                     move || {
                         was_apply.set(crate::fsutil::exists(&p.cache_dir(name)));
                         if sleeper {
@@ -461,7 +469,9 @@ impl<'a> Ctx<'a> {
                         health::readyz_url(r.port),
                         self.ready_timeout().as_secs()
                     ),
-                    move || Ok(health::probe(r.port, Duration::from_secs(2)).is_ready()),
+                    move || {
+                        Ok(health::probe(r.port, Duration::from_secs(2)).is_ready() || asleep()?)
+                    },
                     move || {
                         crate::health::wait_unit_ready(self.sd, unit, r.port, self.ready_timeout())
                             .map(|_| ())
