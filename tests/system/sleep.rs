@@ -269,6 +269,16 @@ fn refused_with_a_channel(fx: &Fixture) -> R {
 /// Shell: the follower's pids and all its descendants.
 const FOLLOWER_PIDS: &str = "ps -eo pid=,ppid= | awk -v root=$(cat /tmp/sleepf.pid 2>/dev/null || echo 0) '{p[$1]=$2} END {for (x in p) {y=x; while ((y in p) && y!=root && y>1) y=p[y]; if (y==root) print x}}'";
 
+/// Whether the follower's OpenClaw CLI (or the child it respawns as) runs.
+fn follower_alive(fx: &Fixture) -> bool {
+    fx.sh(&format!(
+        "for p in $({FOLLOWER_PIDS}); do \
+           ps -o args= -p \"$p\" | grep -v '^sh ' | grep -q openclaw && exit 0; \
+         done; exit 1"
+    ))
+    .is_ok()
+}
+
 fn stop_follower(fx: &Fixture) {
     let _ = fx.sh(&format!("kill $({FOLLOWER_PIDS}) 2>/dev/null; true"));
 }
@@ -322,6 +332,9 @@ fn follower_outcome(fx: &Fixture) -> Result<Option<String>, String> {
                 }
                 outcome = Some(None);
                 return Ok(true);
+            }
+            if !follower_alive(fx) {
+                return Err(format!("the follower exited: {err}"));
             }
             std::thread::sleep(Duration::from_millis(750));
             Ok(false)
