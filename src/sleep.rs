@@ -466,6 +466,17 @@ pub fn restart(paths: &Paths, sd: &dyn Systemd, name: &TenantName) -> Result<()>
     wake(paths, sd, name)
 }
 
+/// Restart a tenant's gateway: a sleeper's through its relay (a gateway
+/// started alone would be stopped at once as unneeded), anyone else's
+/// with `systemctl restart`.
+pub fn restart_gateway(paths: &Paths, sd: &dyn Systemd, name: &TenantName) -> Result<()> {
+    if is_sleeper(paths, name) {
+        restart(paths, sd, name)
+    } else {
+        sd.restart(&paths::unit_name(name))
+    }
+}
+
 /// Whether the drop-ins on disk are the ones `idle` asks for.
 pub fn dropins_are(
     paths: &Paths,
