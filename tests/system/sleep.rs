@@ -184,9 +184,25 @@ pub fn idle_stop_sleeps_and_wakes(fx: &Fixture) -> R {
 /// time, and dave stays awake on the same connection.
 fn hold_websocket(fx: &Fixture, port: u16, token: &str) -> R {
     let mut approvals = 0;
+    let mut timeouts = 0;
     loop {
         start_follower(fx, token)?;
-        match follower_outcome(fx)? {
+        let outcome = follower_outcome(fx);
+        // Measured: the CLI's WebSocket opening handshake gives up before a
+        // wake is done (about 16 s); its attempt has woken dave, and the
+        // next one connects (the Control UI reconnects by itself).
+        if let Err(e) = &outcome
+            && e.contains("handshake has timed out")
+            && timeouts == 0
+        {
+            timeouts += 1;
+            fx.figure(
+                "idle_stop: first WebSocket to a sleeping tenant",
+                "the CLI's opening handshake timed out while dave woke; its retry connected".into(),
+            );
+            continue;
+        }
+        match outcome? {
             None => break,
             Some(_) if approvals >= 3 => {
                 return Err("the follower still asks for pairing after 3 approvals".into());
