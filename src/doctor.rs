@@ -106,7 +106,7 @@ pub fn run(paths: &Paths, sd: std::result::Result<&DbusSystemd, &anyhow::Error>)
     out.extend(port_pool(paths, &records));
     out.extend(disk(paths));
     if let Ok(sd) = sd {
-        out.extend(units(sd, &records));
+        out.extend(units(paths, sd, &records));
     }
     // The state scans share one time budget, so doctor stays quick on a
     // host with many tenants; tenants past it are named as not scanned.
@@ -519,7 +519,7 @@ fn disk(paths: &Paths) -> Vec<Check> {
     out
 }
 
-fn units(sd: &dyn Systemd, records: &[Record]) -> Vec<Check> {
+fn units(paths: &Paths, sd: &dyn Systemd, records: &[Record]) -> Vec<Check> {
     let mut out = Vec::new();
     let mut failed = 0;
     for r in records {
@@ -540,6 +540,23 @@ fn units(sd: &dyn Systemd, records: &[Record]) -> Vec<Check> {
                     &r.name,
                 ));
             }
+            // A sleeper (idle_stop) is left out of openclaw.target on
+            // purpose and stopped while it sleeps: not broken. Stopped with
+            // its socket (`ocusers stop`), it is stopped like any tenant.
+            Ok(u) if crate::sleep::is_sleeper(paths, &r.name) && u.is_active() => {}
+            Ok(u) if crate::sleep::sleeping(paths, sd, &r.name, &u.active_state) => {}
+            Ok(_) if crate::sleep::is_sleeper(paths, &r.name) => out.push(about(
+                bad(
+                    Status::Warn,
+                    "unit",
+                    format!(
+                        "{unit} sleeps with idle_stop but its socket {} does not listen (stopped)",
+                        paths::proxy_socket_unit(&r.name)
+                    ),
+                    format!("`sudo ocusers start {}` if it should run", r.name),
+                ),
+                &r.name,
+            )),
             Ok(u) if u.unit_file_state != "enabled" => out.push(about(
                 bad(
                     Status::Fail,

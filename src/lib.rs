@@ -61,6 +61,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod safefs;
 pub mod secrets;
+pub mod sleep;
 pub mod startgate;
 pub mod statedir;
 pub mod status;

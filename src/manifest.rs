@@ -48,6 +48,13 @@ pub struct TenantSpec {
     pub cpu_quota: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks_max: Option<u64>,
+    /// Scale-to-zero: `"15m"` (sleep after that long without a client
+    /// connection), `"off"`; the tier's when left out (see `crate::sleep`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop: Option<String>,
+    /// Let the tenant sleep even with channels or cron jobs enabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_idle_stop: bool,
     /// `KEY = { file = "/path" }` or `KEY = { env = "VAR" }`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, toml::Value>,
@@ -60,6 +67,8 @@ impl TenantSpec {
             memory_max: self.memory_max.clone(),
             cpu_quota: self.cpu_quota.clone(),
             tasks_max: self.tasks_max,
+            idle_stop: self.idle_stop.clone(),
+            force_idle_stop: self.force_idle_stop,
         }
     }
 
@@ -73,6 +82,8 @@ impl TenantSpec {
             memory_max: o.memory_max.clone(),
             cpu_quota: o.cpu_quota.clone(),
             tasks_max: o.tasks_max,
+            idle_stop: o.idle_stop.clone(),
+            force_idle_stop: o.force_idle_stop,
             secrets: BTreeMap::new(),
         }
     }
@@ -138,6 +149,7 @@ impl Manifest {
                 .clone();
             let overrides = spec.overrides();
             let limits = overrides.apply(tier.limits).map_err(bad)?;
+            crate::sleep::effective(&tier, &overrides).map_err(bad)?;
             for d in &spec.domains {
                 check_domain(d).map_err(|m| bad(format!("domains: {m}")))?;
             }
@@ -351,6 +363,8 @@ mod tests {
             domains: vec!["alice.example.com".into()],
             limits: LimitOverrides {
                 memory_max: Some("1536M".into()),
+                idle_stop: Some("15m".into()),
+                force_idle_stop: true,
                 ..Default::default()
             },
         };

@@ -28,6 +28,12 @@ const FAMILIES: &[Family] = &[
         value: |s| Some(f64::from(u8::from(s.state == "active"))),
     },
     Family {
+        name: "ocusers_tenant_sleeping",
+        kind: "gauge",
+        help: "1 when the tenant sleeps (idle_stop): gateway stopped, its socket listening to wake it.",
+        value: |s| Some(f64::from(u8::from(s.state == crate::sleep::SLEEPING))),
+    },
+    Family {
         name: "ocusers_tenant_ready",
         kind: "gauge",
         help: "1 when the tenant's gateway answers /readyz with 200.",

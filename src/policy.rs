@@ -32,6 +32,10 @@ struct TierFile {
     /// by default.
     #[serde(default)]
     plugins: Option<Vec<String>>,
+    /// Opt-in scale-to-zero (`idle_stop = "15m"`, see `crate::sleep`);
+    /// absent: always on.
+    #[serde(default)]
+    idle_stop: Option<String>,
 }
 
 /// A tier, parsed: the unit properties it sets and the V8 heap it gives.
@@ -45,6 +49,9 @@ pub struct Tier {
     /// OpenClaw's defaults.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugins: Option<Vec<String>>,
+    /// Seconds without a client connection before the gateway sleeps
+    /// (`crate::sleep`); None: always on.
+    pub idle_stop: Option<u64>,
 }
 
 /// The resource properties a tier sets: the systemd adapter's type (the
@@ -65,6 +72,13 @@ pub struct LimitOverrides {
     pub cpu_quota: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks_max: Option<u64>,
+    /// The tenant's own idle_stop (`"15m"`, `"off"`), over its tier's
+    /// (see `crate::sleep`); not a unit limit, kept here as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop: Option<String>,
+    /// Sleep even though its config has channels or cron jobs enabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_idle_stop: bool,
 }
 
 impl LimitOverrides {
@@ -178,6 +192,10 @@ fn parse(name: &str, text: &str, path: Option<PathBuf>) -> Result<Tier> {
     if u64::from(file.v8_heap_mb) * 1024 * 1024 >= memory_max {
         return Err(bad("v8_heap_mb must be below memory_max".into()).into());
     }
+    let idle_stop = match &file.idle_stop {
+        Some(s) => crate::sleep::parse_idle_stop(s).map_err(bad)?,
+        None => None,
+    };
     Ok(Tier {
         name: name.to_string(),
         description: file.description,
@@ -193,6 +211,7 @@ fn parse(name: &str, text: &str, path: Option<PathBuf>) -> Result<Tier> {
             Some(list) => Some(plugin_list(list).map_err(|m| bad(format!("plugins: {m}")))?),
             None => None,
         },
+        idle_stop,
     })
 }
 

@@ -79,9 +79,26 @@ pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
 /// [`collect`], probing or not as `probe` says.
 pub fn collect_as(sd: &dyn Systemd, record: &Record, probe: Probe) -> Result<TenantStatus> {
     let unit = paths::unit_name(&record.name);
-    let info: UnitInfo = sd.unit(&unit)?;
+    let mut info: UnitInfo = sd.unit(&unit)?;
+    mark_sleeping(sd, record, &mut info);
     let readiness = readiness(record, &info, probe);
     Ok(assemble(record, info, readiness))
+}
+
+/// A sleeper (idle_stop) whose gateway is stopped and whose socket listens
+/// is `sleeping`, not stopped: its next connection wakes it. Asked only of
+/// stopped units, and of systemd only for sleepers (their drop-in).
+fn mark_sleeping(sd: &dyn Systemd, record: &Record, info: &mut UnitInfo) {
+    if info.active_state == "inactive"
+        && crate::sleep::sleeping(
+            &crate::paths::Paths::from_env(),
+            sd,
+            &record.name,
+            &info.active_state,
+        )
+    {
+        info.active_state = crate::sleep::SLEEPING.into();
+    }
 }
 
 /// Each step of one readiness probe in `status`, `list` and `metrics`.
@@ -117,7 +134,8 @@ pub fn collect_many_as(
         return Ok(records
             .iter()
             .zip(infos)
-            .map(|(r, info)| {
+            .map(|(r, mut info)| {
+                mark_sleeping(sd, r, &mut info);
                 let readiness = readiness(r, &info, probe);
                 assemble(r, info, readiness)
             })
@@ -148,7 +166,8 @@ pub fn collect_many_as(
         .iter()
         .zip(infos)
         .zip(probes)
-        .map(|((r, info), probe)| {
+        .map(|((r, mut info), probe)| {
+            mark_sleeping(sd, r, &mut info);
             let readiness = if info.is_active() {
                 probe
             } else {

@@ -180,7 +180,7 @@ impl Mover<'_> {
         let start = Instant::now();
         self.sd
             .reset_failed(&unit)
-            .and_then(|_| self.sd.restart(&unit))
+            .and_then(|_| crate::sleep::restart_gateway(self.paths, self.sd, &record.name))
             .map_err(|e| format!("{e:#}"))?;
         let job = start.elapsed();
         crate::health::wait_unit_ready(self.sd, &unit, record.port, self.back_timeout)?;
@@ -206,7 +206,7 @@ impl Mover<'_> {
             let res = self
                 .point(r, to)
                 .and_then(|_| self.sd.reset_failed(&unit))
-                .and_then(|_| self.sd.restart(&unit));
+                .and_then(|_| crate::sleep::restart_gateway(self.paths, self.sd, &r.name));
             crate::logging::record(
                 r.name.as_str(),
                 "upgrade",

@@ -193,6 +193,25 @@ fn names_of_existing_accounts_are_refused() {
 }
 
 #[test]
+fn bad_idle_stop_names_the_value_and_the_fix() {
+    let root = tempfile::tempdir().unwrap();
+    for (value, needle) in [
+        (
+            "soon",
+            "idle_stop \"soon\" is not a duration: write a duration like 15m",
+        ),
+        (
+            "5s",
+            "idle_stop \"5s\" is shorter than 10s: use at least 10s",
+        ),
+    ] {
+        let out = ocusers(root.path(), &["add", "alice", "--idle-stop", value]);
+        assert_fails(&out, 1, needle);
+    }
+    assert!(tree(root.path()).is_empty());
+}
+
+#[test]
 fn unknown_tier_lists_the_tiers() {
     let root = tempfile::tempdir().unwrap();
     let out = ocusers(root.path(), &["add", "alice", "--tier", "huge"]);

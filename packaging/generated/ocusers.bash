@@ -286,11 +286,17 @@ _ocusers() {
             ocusers__subcmd__help__subcmd__domain,remove)
                 cmd="ocusers__subcmd__help__subcmd__domain__subcmd__remove"
                 ;;
+            ocusers__subcmd__help__subcmd__internal,idle-check)
+                cmd="ocusers__subcmd__help__subcmd__internal__subcmd__idle__subcmd__check"
+                ;;
             ocusers__subcmd__help__subcmd__internal,pack-state)
                 cmd="ocusers__subcmd__help__subcmd__internal__subcmd__pack__subcmd__state"
                 ;;
             ocusers__subcmd__help__subcmd__internal,unpack-state)
                 cmd="ocusers__subcmd__help__subcmd__internal__subcmd__unpack__subcmd__state"
+                ;;
+            ocusers__subcmd__help__subcmd__internal,wait-ready)
+                cmd="ocusers__subcmd__help__subcmd__internal__subcmd__wait__subcmd__ready"
                 ;;
             ocusers__subcmd__help__subcmd__invite,list)
                 cmd="ocusers__subcmd__help__subcmd__invite__subcmd__list"
@@ -331,20 +337,32 @@ _ocusers() {
             ocusers__subcmd__internal,help)
                 cmd="ocusers__subcmd__internal__subcmd__help"
                 ;;
+            ocusers__subcmd__internal,idle-check)
+                cmd="ocusers__subcmd__internal__subcmd__idle__subcmd__check"
+                ;;
             ocusers__subcmd__internal,pack-state)
                 cmd="ocusers__subcmd__internal__subcmd__pack__subcmd__state"
                 ;;
             ocusers__subcmd__internal,unpack-state)
                 cmd="ocusers__subcmd__internal__subcmd__unpack__subcmd__state"
                 ;;
+            ocusers__subcmd__internal,wait-ready)
+                cmd="ocusers__subcmd__internal__subcmd__wait__subcmd__ready"
+                ;;
             ocusers__subcmd__internal__subcmd__help,help)
                 cmd="ocusers__subcmd__internal__subcmd__help__subcmd__help"
+                ;;
+            ocusers__subcmd__internal__subcmd__help,idle-check)
+                cmd="ocusers__subcmd__internal__subcmd__help__subcmd__idle__subcmd__check"
                 ;;
             ocusers__subcmd__internal__subcmd__help,pack-state)
                 cmd="ocusers__subcmd__internal__subcmd__help__subcmd__pack__subcmd__state"
                 ;;
             ocusers__subcmd__internal__subcmd__help,unpack-state)
                 cmd="ocusers__subcmd__internal__subcmd__help__subcmd__unpack__subcmd__state"
+                ;;
+            ocusers__subcmd__internal__subcmd__help,wait-ready)
+                cmd="ocusers__subcmd__internal__subcmd__help__subcmd__wait__subcmd__ready"
                 ;;
             ocusers__subcmd__invite,help)
                 cmd="ocusers__subcmd__invite__subcmd__help"
@@ -469,7 +487,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__add)
-            opts="-v -h --tier --port --domain --plugin --no-start --no-wait --force --dry-run --verbose --help"
+            opts="-v -h --tier --port --domain --plugin --idle-stop --force-idle-stop --no-start --no-wait --force --dry-run --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -488,6 +506,10 @@ _ocusers() {
                     return 0
                     ;;
                 --plugin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-stop)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1147,8 +1169,22 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__internal)
-            opts="pack-state unpack-state"
+            opts="pack-state unpack-state wait-ready idle-check"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__internal__subcmd__idle__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1175,6 +1211,20 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__help__subcmd__internal__subcmd__unpack__subcmd__state)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__help__subcmd__internal__subcmd__wait__subcmd__ready)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1651,7 +1701,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__internal)
-            opts="-v -h --verbose --help pack-state unpack-state help"
+            opts="-v -h --verbose --help pack-state unpack-state wait-ready idle-check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1665,7 +1715,7 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__internal__subcmd__help)
-            opts="pack-state unpack-state help"
+            opts="pack-state unpack-state wait-ready idle-check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1679,6 +1729,20 @@ _ocusers() {
             return 0
             ;;
         ocusers__subcmd__internal__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__help__subcmd__idle__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1720,6 +1784,34 @@ _ocusers() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        ocusers__subcmd__internal__subcmd__help__subcmd__wait__subcmd__ready)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__idle__subcmd__check)
+            opts="-v -h --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         ocusers__subcmd__internal__subcmd__pack__subcmd__state)
             opts="-v -h --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1750,6 +1842,28 @@ _ocusers() {
                     return 0
                     ;;
                 --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        ocusers__subcmd__internal__subcmd__wait__subcmd__ready)
+            opts="-v -h --port --timeout --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -64,6 +64,8 @@ complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l tier -d 'Resourc
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l port -d 'Gateway port (first of the tenant\'s block); allocated from the pool if left out' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l domain -d 'An extra public host name for the tenant besides NAME.DOMAIN (repeat for more); its DNS must point at this host' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l plugin -d 'An OpenClaw plugin to load besides its lean tier\'s list (repeat for more), e.g. `--plugin browser` on a light tenant; written into the tenant\'s config when it is created (the config is the tenant\'s own afterwards)' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l idle-stop -d 'Scale-to-zero: stop the gateway after this long without a client connection (15m, 1h; "off": always on; default: the tier\'s); the next connection through its public route wakes it' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l force-idle-stop -d 'Let it sleep even though its OpenClaw config has channels or cron jobs enabled (a sleeping gateway runs none of them)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l no-start -d 'Create and enable the tenant but do not start its gateway'
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l no-wait -d 'Start the gateway but do not wait until it answers /readyz'
 complete -c ocusers -n "__fish_ocusers_using_subcommand add" -l force -d 'Add even when the tenants\' memory limits would exceed the capacity guard'
@@ -286,11 +288,13 @@ complete -c ocusers -n "__fish_ocusers_using_subcommand repair" -l remove-orphan
 complete -c ocusers -n "__fish_ocusers_using_subcommand repair" -l dry-run -d 'Print the plans and change nothing'
 complete -c ocusers -n "__fish_ocusers_using_subcommand repair" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand repair" -s h -l help -d 'Print help'
-complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state help" -s v -l verbose -d 'More log output on stderr (repeat for more)'
-complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state help" -s h -l help -d 'Print help'
-complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state help" -f -a "pack-state" -d 'Write the state directory DIR as a tar stream to stdout'
-complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state help" -f -a "unpack-state" -d 'Unpack a tar stream of state members from stdin into DIR'
-complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state wait-ready idle-check help" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state wait-ready idle-check help" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state wait-ready idle-check help" -f -a "pack-state" -d 'Write the state directory DIR as a tar stream to stdout'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state wait-ready idle-check help" -f -a "unpack-state" -d 'Unpack a tar stream of state members from stdin into DIR'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state wait-ready idle-check help" -f -a "wait-ready" -d 'Wait until the gateway on 127.0.0.1:PORT answers /readyz (ExecStartPre of a sleeping tenant\'s relay, as the tenant); exit 1 at the timeout'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state wait-ready idle-check help" -f -a "idle-check" -d 'Print, as JSON, the channels and cron jobs the tenant\'s config (in the current directory, its state) enables (see `crate::sleep`)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and not __fish_seen_subcommand_from pack-state unpack-state wait-ready idle-check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from pack-state" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from pack-state" -s h -l help -d 'Print help'
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from unpack-state" -l home-from -d 'In openclaw.json, replace this state directory ...' -r
@@ -298,8 +302,16 @@ complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_see
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from unpack-state" -l port -d 'Set gateway.port in openclaw.json' -r
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from unpack-state" -s v -l verbose -d 'More log output on stderr (repeat for more)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from unpack-state" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from wait-ready" -l port -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from wait-ready" -l timeout -d 'Seconds' -r
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from wait-ready" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from wait-ready" -s h -l help -d 'Print help'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from idle-check" -s v -l verbose -d 'More log output on stderr (repeat for more)'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from idle-check" -s h -l help -d 'Print help'
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from help" -f -a "pack-state" -d 'Write the state directory DIR as a tar stream to stdout'
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from help" -f -a "unpack-state" -d 'Unpack a tar stream of state members from stdin into DIR'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from help" -f -a "wait-ready" -d 'Wait until the gateway on 127.0.0.1:PORT answers /readyz (ExecStartPre of a sleeping tenant\'s relay, as the tenant); exit 1 at the timeout'
+complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from help" -f -a "idle-check" -d 'Print, as JSON, the channels and cron jobs the tenant\'s config (in the current directory, its state) enables (see `crate::sleep`)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand internal; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec invite invite-serve start-gate devices logs history backup restore upgrade rollback doctor repair internal help" -f -a "add" -d 'Create a tenant and start its gateway: user, state, config, token, port block, unit'
 complete -c ocusers -n "__fish_ocusers_using_subcommand help; and not __fish_seen_subcommand_from add remove list status start stop restart apply set domain export metrics runtime proxy audit audit-probe secret token exec invite invite-serve start-gate devices logs history backup restore upgrade rollback doctor repair internal help" -f -a "remove" -d 'Stop a tenant\'s gateway and remove the tenant (state archived unless --purge)'
@@ -354,3 +366,5 @@ complete -c ocusers -n "__fish_ocusers_using_subcommand help; and __fish_seen_su
 complete -c ocusers -n "__fish_ocusers_using_subcommand help; and __fish_seen_subcommand_from backup" -f -a "verify" -d 'Check every member of an archive against its manifest (SHA-256, size)'
 complete -c ocusers -n "__fish_ocusers_using_subcommand help; and __fish_seen_subcommand_from internal" -f -a "pack-state" -d 'Write the state directory DIR as a tar stream to stdout'
 complete -c ocusers -n "__fish_ocusers_using_subcommand help; and __fish_seen_subcommand_from internal" -f -a "unpack-state" -d 'Unpack a tar stream of state members from stdin into DIR'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and __fish_seen_subcommand_from internal" -f -a "wait-ready" -d 'Wait until the gateway on 127.0.0.1:PORT answers /readyz (ExecStartPre of a sleeping tenant\'s relay, as the tenant); exit 1 at the timeout'
+complete -c ocusers -n "__fish_ocusers_using_subcommand help; and __fish_seen_subcommand_from internal" -f -a "idle-check" -d 'Print, as JSON, the channels and cron jobs the tenant\'s config (in the current directory, its state) enables (see `crate::sleep`)'

@@ -36,6 +36,15 @@ pub struct AddArgs {
     /// afterwards).
     #[arg(long = "plugin", value_name = "ID")]
     pub plugins: Vec<String>,
+    /// Scale-to-zero: stop the gateway after this long without a client
+    /// connection (15m, 1h; "off": always on; default: the tier's); the
+    /// next connection through its public route wakes it.
+    #[arg(long, value_name = "DURATION")]
+    pub idle_stop: Option<String>,
+    /// Let it sleep even though its OpenClaw config has channels or cron jobs
+    /// enabled (a sleeping gateway runs none of them).
+    #[arg(long)]
+    pub force_idle_stop: bool,
     /// Create and enable the tenant but do not start its gateway.
     #[arg(long)]
     pub no_start: bool,
@@ -60,6 +69,8 @@ pub fn run(paths: &Paths, args: AddArgs) -> Result<()> {
         tier: args.tier.clone(),
         port: args.port,
         domains: args.domains.clone(),
+        idle_stop: args.idle_stop.clone(),
+        force_idle_stop: args.force_idle_stop,
     };
     add::resolve(paths, &cfg, &name, &request, &tenant::list(paths)?)?;
     let tier_name = args.tier.as_deref().unwrap_or(&cfg.tenants.default_tier);

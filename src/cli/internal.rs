@@ -1,7 +1,8 @@
 //! `ocusers internal pack-state DIR` / `unpack-state DIR`: the halves of
 //! `backup` and `restore` that touch a tenant's files, run by ocusers
 //! itself as the tenant inside its sandbox (see `crate::backup::helper`),
-//! never by hand. They refuse to run as root.
+//! never by hand. They refuse to run as root. `wait-ready` and
+//! `idle-check` are the tenant's halves of scale-to-zero (`crate::sleep`).
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -27,6 +28,18 @@ pub enum InternalCommand {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Wait until the gateway on 127.0.0.1:PORT answers /readyz (ExecStartPre
+    /// of a sleeping tenant's relay, as the tenant); exit 1 at the timeout.
+    WaitReady {
+        #[arg(long)]
+        port: u16,
+        /// Seconds.
+        #[arg(long)]
+        timeout: u64,
+    },
+    /// Print, as JSON, the channels and cron jobs the tenant's config (in
+    /// the current directory, its state) enables (see `crate::sleep`).
+    IdleCheck,
 }
 
 pub fn run(cmd: InternalCommand) -> Result<()> {
@@ -58,6 +71,18 @@ pub fn run(cmd: InternalCommand) -> Result<()> {
             };
             let stdin = std::io::stdin().lock();
             tenant_side::unpack(&dir, std::io::BufReader::new(stdin), None, &fix)?;
+            Ok(())
+        }
+        InternalCommand::WaitReady { port, timeout } => {
+            if crate::sleep::wait_ready(port, std::time::Duration::from_secs(timeout)) {
+                Ok(())
+            } else {
+                bail!("the gateway on port {port} was not ready after {timeout} s")
+            }
+        }
+        InternalCommand::IdleCheck => {
+            let found = crate::sleep::inspect(&std::env::current_dir()?);
+            println!("{}", serde_json::to_string(&found)?);
             Ok(())
         }
     }

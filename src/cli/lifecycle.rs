@@ -42,10 +42,17 @@ pub fn run(paths: &Paths, action: Action, target: Target) -> Result<()> {
     let mut failed = 0;
     for r in &records {
         let unit = paths::unit_name(&r.name);
-        let result = match action {
-            Action::Stop => sd.stop(&unit),
-            Action::Start => sd.reset_failed(&unit).and_then(|_| sd.start(&unit)),
-            Action::Restart => sd.reset_failed(&unit).and_then(|_| sd.restart(&unit)),
+        // A sleeper (idle_stop): start wakes it through its relay, so it
+        // sleeps again when idle; restart is a stop then a wake; stop takes
+        // its socket down too, so no connection wakes it until `start`.
+        let sleeper = crate::sleep::is_sleeper(paths, &r.name);
+        let result = match (action, sleeper) {
+            (Action::Stop, true) => crate::sleep::stop(&sd, &r.name),
+            (Action::Start, true) => crate::sleep::wake(paths, &sd, &r.name),
+            (Action::Restart, true) => crate::sleep::restart(paths, &sd, &r.name),
+            (Action::Stop, false) => sd.stop(&unit),
+            (Action::Start, false) => sd.reset_failed(&unit).and_then(|_| sd.start(&unit)),
+            (Action::Restart, false) => sd.reset_failed(&unit).and_then(|_| sd.restart(&unit)),
         }
         .and_then(|_| match action {
             Action::Stop => Ok(()),

@@ -63,6 +63,9 @@ pub struct Ctx<'a> {
     pub user: String,
     /// `openclaw@NAME.service`, from the record.
     pub unit: String,
+    /// Idle seconds before the gateway sleeps (`crate::sleep`); None:
+    /// always on (also whenever public access is off: it wakes through it).
+    pub idle: Option<u64>,
 }
 
 impl<'a> Ctx<'a> {
@@ -92,6 +95,11 @@ impl<'a> Ctx<'a> {
             extra_domains,
             user: paths::user_name(&record.name),
             unit: paths::unit_name(&record.name),
+            idle: cfg
+                .proxy
+                .enabled()
+                .then(|| crate::sleep::effective(tier, &record.limits).ok().flatten())
+                .flatten(),
         }
     }
 
@@ -360,14 +368,41 @@ impl<'a> Ctx<'a> {
             .revert(move || crate::firewall::sync(p, cfg, Some(name), self.ids)),
         );
 
-        plan.push(
-            Step::new(
-                format!("enable {unit} (wanted by openclaw.target; daemon-reload if systemd then asks for one, as `systemctl enable` does)"),
-                move || Ok(self.sd.unit_file_state(unit)? == "enabled"),
-                move || self.sd.enable(unit),
-            )
-            .revert(move || self.sd.disable(unit)),
-        );
+        // A sleeper's drop-ins (or a former sleeper's, taken away).
+        if self.idle.is_some()
+            || crate::sleep::relay_dropin(p, name).exists()
+            || crate::sleep::is_sleeper(p, name)
+        {
+            plan.push(crate::sleep::dropin_step(
+                p,
+                self.sd,
+                name,
+                self.idle,
+                self.cfg.tenants.ready_timeout,
+            ));
+        }
+        if let Some(idle) = self.idle {
+            plan.push(
+                Step::new(
+                    format!(
+                        "leave {unit} out of openclaw.target (idle_stop {}: it wakes on its first connection)",
+                        crate::sleep::show(idle)
+                    ),
+                    move || Ok(self.sd.unit_file_state(unit)? != "enabled"),
+                    move || self.sd.disable(unit),
+                )
+                .revert(move || self.sd.enable(unit)),
+            );
+        } else {
+            plan.push(
+                Step::new(
+                    format!("enable {unit} (wanted by openclaw.target; daemon-reload if systemd then asks for one, as `systemctl enable` does)"),
+                    move || Ok(self.sd.unit_file_state(unit)? == "enabled"),
+                    move || self.sd.enable(unit),
+                )
+                .revert(move || self.sd.disable(unit)),
+            );
+        }
 
         // The gateway's public origins, also with public access off (its
         // config includes the files: they must exist before it starts).
@@ -379,6 +414,15 @@ impl<'a> Ctx<'a> {
             plan.push(proxy::route_step(p, self.proxy(), self.sd, r));
         }
 
+        // A sleeper that has started before and sleeps now is left asleep
+        // (`apply` must not wake every sleeper); a new one starts once.
+        let sleeper = self.idle.is_some();
+        let asleep = move || -> Result<bool> {
+            let u = self.sd.unit(unit)?;
+            Ok(sleeper
+                && crate::fsutil::exists(&p.cache_dir(name))
+                && crate::sleep::sleeping(p, self.sd, name, &u.active_state))
+        };
         if start != Start::No {
             // systemd makes the compile cache (CacheDirectory=) at the first
             // start; a rolled-back first start takes it away again.
@@ -386,15 +430,28 @@ impl<'a> Ctx<'a> {
             let (was_apply, was_revert) = (cache_was_there.clone(), cache_was_there);
             plan.push(
                 Step::new(
-                    format!("start {unit}"),
-                    move || Ok(self.sd.unit(unit)?.is_active()),
+                    if sleeper {
+                        format!(
+                            "start {unit} through {} (it sleeps again when idle)",
+                            crate::sleep::relay_unit(name)
+                        )
+                    } else {
+                        format!("start {unit}")
+                    },
+                    move || Ok(self.sd.unit(unit)?.is_active() || asleep()?),
                     move || {
                         was_apply.set(crate::fsutil::exists(&p.cache_dir(name)));
+                        if sleeper {
+                            return crate::sleep::wake(p, self.sd, name);
+                        }
                         self.sd.reset_failed(unit)?;
                         self.sd.start(unit)
                     },
                 )
                 .revert(move || {
+                    if sleeper {
+                        self.sd.stop(&crate::sleep::relay_unit(name))?;
+                    }
                     self.sd.stop(unit)?;
                     if !was_revert.get() {
                         crate::fsutil::remove_tree(&p.cache_dir(name))?;
@@ -412,7 +469,9 @@ impl<'a> Ctx<'a> {
                         health::readyz_url(r.port),
                         self.ready_timeout().as_secs()
                     ),
-                    move || Ok(health::probe(r.port, Duration::from_secs(2)).is_ready()),
+                    move || {
+                        Ok(health::probe(r.port, Duration::from_secs(2)).is_ready() || asleep()?)
+                    },
                     move || {
                         crate::health::wait_unit_ready(self.sd, unit, r.port, self.ready_timeout())
                             .map(|_| ())

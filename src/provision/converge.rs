@@ -118,6 +118,7 @@ pub fn converge(
             }
         };
         check_identity(&d.name, &paths::user_name(&d.name), old.is_some())?;
+        crate::sleep::check_tenant(paths, cfg, &d.name, &d.tier, &d.overrides)?;
         changes.push(match old {
             None => Change::Add,
             Some(o) => {
@@ -350,6 +351,12 @@ fn differences(old: &Record, new: &Record) -> Vec<String> {
                 "tasks_max",
                 o.tasks_max.map(|t| t.to_string()),
                 n.tasks_max.map(|t| t.to_string()),
+            ),
+            ("idle_stop", o.idle_stop.clone(), n.idle_stop.clone()),
+            (
+                "force_idle_stop",
+                o.force_idle_stop.then(|| "true".into()),
+                n.force_idle_stop.then(|| "true".into()),
             ),
         ] {
             if before != after {

@@ -172,6 +172,19 @@ pub fn plan<'a>(
             sd.reset_failed(unit)
         },
     ));
+    if crate::sleep::relay_dropin(p, name).exists() || crate::sleep::is_sleeper(p, name) {
+        plan.push(Step::new(
+            format!("remove the idle_stop drop-ins of {name}"),
+            move || {
+                Ok(!crate::sleep::relay_dropin(p, name).exists()
+                    && !crate::sleep::is_sleeper(p, name))
+            },
+            move || {
+                crate::sleep::remove_dropins(p, name)?;
+                sd.daemon_reload()
+            },
+        ));
+    }
     let state = p.state_dir(name);
     let state_check = state.clone();
     // The archive is packed as the tenant in a transient unit that carries

@@ -36,7 +36,11 @@ impl Drift {
             .iter()
             .all(|c| c.status == Status::Ok);
         let link_ok = crate::runtime::tenant_link_is(paths, &record.name, &record.runtime);
-        let unit_ok = unit.active_state != "failed" && unit.unit_file_state == "enabled";
+        // A sleeper is left out of openclaw.target and carries its drop-ins.
+        let idle = crate::sleep::idle_of(paths, cfg, record);
+        let unit_ok = unit.active_state != "failed"
+            && (unit.unit_file_state == "enabled") == idle.is_none()
+            && crate::sleep::dropins_are(paths, &record.name, idle, cfg.tenants.ready_timeout);
         let origins_ok = origins::drift(paths, &cfg.proxy, record).is_empty();
         // Unreadable config: doctor names that; repair does the rest.
         let includes_ok = !statedir::state_exists(paths, &record.name)

@@ -21,6 +21,10 @@ pub struct Request {
     pub tier: Option<String>,
     pub port: Option<u16>,
     pub domains: Vec<String>,
+    /// `--idle-stop` (see `crate::sleep`); the tier's when None.
+    pub idle_stop: Option<String>,
+    /// `--force-idle-stop`.
+    pub force_idle_stop: bool,
 }
 
 /// The tenant's registry entry (if it exists), tier, port and extra
@@ -30,6 +34,8 @@ pub struct Resolved {
     pub tier: Tier,
     pub port: u16,
     pub domains: Vec<String>,
+    /// A new tenant's overrides (its idle_stop); an existing one keeps its own.
+    pub overrides: crate::policy::LimitOverrides,
 }
 
 /// Checks the request against the registry and the live system: read-only,
@@ -106,6 +112,32 @@ pub fn resolve(
             .unwrap_or_else(|| cfg.tenants.default_tier.clone()),
     };
     let tier = Tier::load(paths, &tier_name)?;
+    let overrides = match &existing {
+        Some(r) => {
+            if (args.idle_stop.is_some() && args.idle_stop != r.limits.idle_stop)
+                || (args.force_idle_stop && !r.limits.force_idle_stop)
+            {
+                return Err(Error::Conflict {
+                    name: name.to_string(),
+                    what: format!(
+                        "idle_stop {}",
+                        r.limits.idle_stop.as_deref().unwrap_or("(tier)")
+                    ),
+                    fix: "to change it use `ocusers apply` with idle_stop in the tenant's entry"
+                        .into(),
+                }
+                .into());
+            }
+            r.limits.clone()
+        }
+        None => crate::policy::LimitOverrides {
+            idle_stop: args.idle_stop.clone(),
+            force_idle_stop: args.force_idle_stop,
+            ..Default::default()
+        },
+    };
+    crate::sleep::effective(&tier, &overrides)
+        .map_err(|m| anyhow::anyhow!("tenant {name}: {m}"))?;
     let port = match (&existing, args.port) {
         (Some(r), Some(p)) if p != r.port => {
             return Err(Error::Conflict {
@@ -132,6 +164,7 @@ pub fn resolve(
         tier,
         port,
         domains,
+        overrides,
     })
 }
 
@@ -160,6 +193,7 @@ pub fn prepare(
         tier,
         port,
         domains,
+        overrides,
     } = resolved;
     let user = paths::user_name(name);
     check_identity(name, &user, existing.is_some())?;
@@ -185,10 +219,9 @@ pub fn prepare(
             .as_ref()
             .map_or_else(crate::display::now_rfc3339, |r| r.created.clone()),
         domains,
-        limits: existing
-            .as_ref()
-            .map_or_else(Default::default, |r| r.limits.clone()),
+        limits: overrides,
     };
+    crate::sleep::check_tenant(paths, cfg, name, &tier, &record.limits)?;
     let limits = record
         .limits
         .apply(tier.limits)

@@ -22,7 +22,12 @@ pub fn push_restart<'a>(
         || Ok(false),
         move || {
             sd.reset_failed(&unit)?;
-            sd.restart(&unit)?;
+            if crate::sleep::is_sleeper(paths, &record.name) {
+                // A sleeper's gateway runs only while its relay needs it.
+                crate::sleep::restart(paths, sd, &record.name)?;
+            } else {
+                sd.restart(&unit)?;
+            }
             crate::health::wait_unit_ready(
                 sd,
                 &unit,

@@ -162,3 +162,37 @@ fn plans_match_their_golden_files() {
         &secret::set(&paths, &record, "OPENAI_API_KEY", "sk-x".into()),
     );
 }
+
+/// A sleeper (idle_stop) behind the proxy: its drop-ins, left out of
+/// openclaw.target, started through its relay.
+#[test]
+fn the_idle_stop_plan_matches_its_golden_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let paths = Paths::new(root);
+    std::fs::create_dir_all(paths.etc_dir()).unwrap();
+    std::fs::write(paths.host_config(), "[proxy]\ndomain = \"example.org\"\n").unwrap();
+    let cfg = HostConfig::load(&paths).unwrap();
+    assert!(cfg.proxy.enabled());
+    let sd = Unknown;
+    let mut record = goldie();
+    record.limits.idle_stop = Some("15m".into());
+    let tier = Tier::load(&paths, "standard").unwrap();
+    let add = Ctx::new(&paths, &cfg, &sd, &record, &tier, &[], Vec::new());
+    assert_eq!(add.idle, Some(900));
+    let plan = add.plan(Start::Wait, false);
+    let text = plan.describe().unwrap();
+    assert!(!text.contains("wanted by openclaw.target"), "{text}");
+    check("add-idle-stop", root, &plan);
+    drop(plan);
+    // "off" over the tier: always on, no drop-in step (none is there).
+    let mut off = record.clone();
+    off.limits.idle_stop = Some("off".into());
+    let add = Ctx::new(&paths, &cfg, &sd, &off, &tier, &[], Vec::new());
+    assert_eq!(add.idle, None);
+    let text = add.plan(Start::Wait, false).describe().unwrap();
+    assert!(
+        !text.contains("idle_stop") && text.contains("wanted by openclaw.target"),
+        "{text}"
+    );
+}

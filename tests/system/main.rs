@@ -20,6 +20,7 @@ mod onetenant;
 mod origins;
 mod proxy;
 mod scripted;
+mod sleep;
 mod storm;
 #[path = "../support/mod.rs"]
 mod support;
@@ -107,6 +108,11 @@ const TRIALS: &[(&str, Check<Fixture>)] = &[
     // Public access through the real Caddy and nginx (issue #3).
     ("proxy_caddy_setup", proxy::proxy_caddy_setup),
     ("proxy_routes_by_name", proxy::proxy_routes_by_name),
+    // Opt-in scale-to-zero through the real Caddy (issue 18); dave, removed after.
+    (
+        "idle_stop_sleeps_and_wakes",
+        sleep::idle_stop_sleeps_and_wakes,
+    ),
     ("public_origins", origins::public_origins),
     ("proxy_cli_over_wss", proxy::proxy_cli_over_wss),
     // Invite links through the real Caddy (issue 16).
