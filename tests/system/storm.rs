@@ -11,7 +11,8 @@ use crate::tenants::Fixture;
 const STORM: usize = 10;
 
 /// All ten ready, none restarted (NRestarts=0), within 1.5 x (10 / batch)
-/// x one cold start of the same kind alone (measured first, in this run);
+/// x one cold start of the same kind alone (a new tenant's first start, in
+/// this run);
 /// sampled every half second from inside the container, never more than
 /// the batch started-and-not-ready at once (one more allowed for the
 /// sampling's own skew: a sample reads the ten one after the other), and
@@ -30,14 +31,23 @@ pub fn ten_start_a_few_at_a_time(fx: &Fixture) -> R {
 
 fn storm(fx: &Fixture, names: &[String]) -> R {
     let ports: Vec<u16> = names.iter().map(|n| fx.port(n)).collect::<Result<_, _>>()?;
-    // The yardstick: one cold start alone.
-    let t = Instant::now();
-    fx.sh(&format!("systemctl start openclaw@{}", names[1]))?;
-    wait_for("one tenant alone ready", Duration::from_secs(300), || {
-        Ok(fx.readyz(ports[1])? == "200")
-    })?;
-    let cold = t.elapsed().as_secs_f64();
-    fx.sh(&format!("systemctl stop openclaw@{}", names[1]))?;
+    // The yardstick: one cold start alone, a new tenant's first start by
+    // `systemctl start` (gateway_start_to_ready measured one in this run;
+    // measured here when that trial did not run).
+    let measured = *fx.cold_start.lock().map_err(|e| e.to_string())?;
+    let (cold, yardstick) = match measured {
+        Some(c) => (c, "gateway_start_to_ready's first start"),
+        None => {
+            let t = Instant::now();
+            fx.sh(&format!("systemctl start openclaw@{}", names[1]))?;
+            wait_for("one tenant alone ready", Duration::from_secs(300), || {
+                Ok(fx.readyz(ports[1])? == "200")
+            })?;
+            let cold = t.elapsed().as_secs_f64();
+            fx.sh(&format!("systemctl stop openclaw@{}", names[1]))?;
+            (cold, "storm1 alone")
+        }
+    };
     let cpus: usize = fx
         .sh("nproc")?
         .trim()
@@ -114,7 +124,7 @@ fn storm(fx: &Fixture, names: &[String]) -> R {
     fx.figure(
         "start storm: 10 tenants via openclaw.target",
         format!(
-            "{took:.1} s to all ready, {batch} at a time ({cpus} CPUs); one cold start alone {cold:.1} s; bound 1.5 x {rounds} x {cold:.1} = {bound:.1} s; at most {most} started-not-ready in a sample; {waited} gates waited; NRestarts {}",
+            "{took:.1} s to all ready, {batch} at a time ({cpus} CPUs); one cold start alone {cold:.1} s ({yardstick}); bound 1.5 x {rounds} x {cold:.1} = {bound:.1} s; at most {most} started-not-ready in a sample; {waited} gates waited; NRestarts {}",
             restarts.join(",")
         ),
     );

@@ -30,6 +30,9 @@ pub struct Fixture {
     pub deb: PathBuf,
     /// Figures printed at the end (and quoted in the closing note).
     pub figures: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Seconds from `systemctl start` to ready of a new tenant's first
+    /// start, alone (gateway_start_to_ready): the start storm's yardstick.
+    pub cold_start: std::sync::Mutex<Option<f64>>,
 }
 
 impl trials::Figures for Fixture {
@@ -61,6 +64,7 @@ impl Fixture {
             c,
             deb: deb.to_path_buf(),
             figures: Default::default(),
+            cold_start: Default::default(),
         })
     }
 
@@ -732,9 +736,13 @@ pub fn gateway_start_to_ready(fx: &Fixture) -> R {
         wait_for("frank ready", Duration::from_secs(300), || {
             Ok(fx.readyz(port)? == "200")
         })?;
+        let took = t.elapsed().as_secs_f64();
+        if cmd == "start" {
+            *fx.cold_start.lock().map_err(|e| e.to_string())? = Some(took);
+        }
         fx.figure(
             format!("gateway {label} to ready (systemctl {cmd}, no ocusers)"),
-            format!("{:.1} s", t.elapsed().as_secs_f64()),
+            format!("{took:.1} s"),
         );
     }
     fx.ocusers_ok("remove frank --purge")?;
