@@ -370,7 +370,7 @@ pub fn proxy_add_remove_keeps_websockets(fx: &Fixture) -> R {
     result
 }
 
-const RUNTIME_BIN: &str = "/var/lib/ocusers/runtimes/default/node_modules/.bin";
+pub(crate) const RUNTIME_BIN: &str = "/var/lib/ocusers/runtimes/default/node_modules/.bin";
 
 enum Outcome {
     /// Connected: it holds one WebSocket to alice through Caddy.
@@ -426,7 +426,12 @@ fn follower_outcome(fx: &Fixture) -> Result<Outcome, String> {
 /// `openclaw ARGS` on the host as the operator: over loopback to alice's
 /// gateway with her token (from [`TOKEN_FILE`], never argv of this test),
 /// with a throw-away HOME; returns its output.
-fn host_cli(fx: &Fixture, alice_port: u16, token: &str, args: &str) -> Result<String, String> {
+pub(crate) fn host_cli(
+    fx: &Fixture,
+    alice_port: u16,
+    token: &str,
+    args: &str,
+) -> Result<String, String> {
     fx.write_token_file(token)?;
     fx.sh(&format!(
         "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
@@ -437,7 +442,11 @@ fn host_cli(fx: &Fixture, alice_port: u16, token: &str, args: &str) -> Result<St
 
 /// The newest pending pairing request, from `openclaw devices list --json`
 /// on the host.
-fn pending_request(fx: &Fixture, alice_port: u16, token: &str) -> Result<String, String> {
+pub(crate) fn pending_request(
+    fx: &Fixture,
+    alice_port: u16,
+    token: &str,
+) -> Result<String, String> {
     let out = host_cli(fx, alice_port, token, "devices list --json")?;
     let json = out.find('{').map(|i| &out[i..]).unwrap_or_default();
     let v: serde_json::Value = serde_json::Deserializer::from_str(json)
@@ -489,7 +498,7 @@ fn start_follower(fx: &Fixture, token: &str) -> R {
 }
 
 /// The ACP `initialize` request the follower starts with (id 1).
-const ACP_INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1,"clientCapabilities":{}}}"#;
+pub(crate) const ACP_INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1,"clientCapabilities":{}}}"#;
 
 /// Send the follower one more ACP request (one JSON line) and wait for its
 /// answer.

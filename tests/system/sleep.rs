@@ -7,7 +7,10 @@
 //! config, idle-stop is refused. dave is removed at the end.
 use std::time::{Duration, Instant};
 
-use crate::proxy::{CADDY_CA, CADDY_HTTPS, CLIENT_ADDR, DOMAIN};
+use crate::proxy::{
+    ACP_INITIALIZE, CADDY_CA, CADDY_HTTPS, CLIENT_ADDR, DOMAIN, RUNTIME_BIN, host_cli,
+    pending_request,
+};
 use crate::support::assert::{R, ensure, wait_for};
 use crate::support::process::{describe, stderr};
 use crate::support::trials::Figures as _;
@@ -15,7 +18,6 @@ use crate::tenants::{Fixture, TOKEN_FILE};
 
 const NAME: &str = "dave";
 const IDLE: u64 = 20;
-const RUNTIME_BIN: &str = "/var/lib/ocusers/runtimes/default/node_modules/.bin";
 
 /// Asleep: the gateway unit inactive with no cgroup and no process of the
 /// tenant left (memory freed; nspawn shows no MemoryCurrent), its socket
@@ -302,8 +304,6 @@ fn stop_follower(fx: &Fixture) {
     let _ = fx.sh(&format!("kill $({FOLLOWER_PIDS}) 2>/dev/null; true"));
 }
 
-const ACP_INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":1,"clientCapabilities":{}}}"#;
-
 fn start_follower(fx: &Fixture, token: &str) -> R {
     stop_follower(fx);
     fx.write_token_file(token)?;
@@ -370,29 +370,4 @@ fn connections(fx: &Fixture) -> Result<Vec<String>, String> {
          [ -n \"$pids\" ] && ss -Htnp state established '( dport = :{CADDY_HTTPS} )' | grep -E \"$pids\" | awk '{{print $3}}' | sort; true"
     ))?;
     Ok(out.lines().map(str::to_string).collect())
-}
-
-fn host_cli(fx: &Fixture, port: u16, token: &str, args: &str) -> Result<String, String> {
-    fx.write_token_file(token)?;
-    fx.sh(&format!(
-        "export HOME=$(mktemp -d) PATH={RUNTIME_BIN}:$PATH; \
-         timeout 120 openclaw {args} --url ws://127.0.0.1:{port} --token \"$(cat {TOKEN_FILE})\"; \
-         rc=$?; rm -rf \"$HOME\" {TOKEN_FILE}; exit $rc"
-    ))
-}
-
-fn pending_request(fx: &Fixture, port: u16, token: &str) -> Result<String, String> {
-    let out = host_cli(fx, port, token, "devices list --json")?;
-    let json = out.find('{').map(|i| &out[i..]).unwrap_or_default();
-    let v: serde_json::Value = serde_json::Deserializer::from_str(json)
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("devices list printed no JSON: {out}"))?
-        .map_err(|e| format!("devices list: {e}: {out}"))?;
-    v["pending"]
-        .as_array()
-        .and_then(|p| p.last())
-        .and_then(|r| r["requestId"].as_str())
-        .map(str::to_string)
-        .ok_or_else(|| format!("no pending pairing request: {v}"))
 }
