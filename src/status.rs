@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::health::{self, Readiness};
-use crate::paths;
+use crate::paths::{self, Paths};
 use crate::systemd::{Systemd, UnitInfo};
 use crate::tenant::Record;
 
@@ -72,15 +72,20 @@ impl Probe {
     }
 }
 
-pub fn collect(sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
-    collect_as(sd, record, Probe::for_this_user())
+pub fn collect(paths: &Paths, sd: &dyn Systemd, record: &Record) -> Result<TenantStatus> {
+    collect_as(paths, sd, record, Probe::for_this_user())
 }
 
 /// [`collect`], probing or not as `probe` says.
-pub fn collect_as(sd: &dyn Systemd, record: &Record, probe: Probe) -> Result<TenantStatus> {
+pub fn collect_as(
+    paths: &Paths,
+    sd: &dyn Systemd,
+    record: &Record,
+    probe: Probe,
+) -> Result<TenantStatus> {
     let unit = paths::unit_name(&record.name);
     let mut info: UnitInfo = sd.unit(&unit)?;
-    mark_sleeping(sd, record, &mut info);
+    mark_sleeping(paths, sd, record, &mut info);
     let readiness = readiness(record, &info, probe);
     Ok(assemble(record, info, readiness))
 }
@@ -88,15 +93,8 @@ pub fn collect_as(sd: &dyn Systemd, record: &Record, probe: Probe) -> Result<Ten
 /// A sleeper (idle_stop) whose gateway is stopped and whose socket listens
 /// is `sleeping`, not stopped: its next connection wakes it. Asked only of
 /// stopped units, and of systemd only for sleepers (their drop-in).
-fn mark_sleeping(sd: &dyn Systemd, record: &Record, info: &mut UnitInfo) {
-    if info.active_state == "inactive"
-        && crate::sleep::sleeping(
-            &crate::paths::Paths::from_env(),
-            sd,
-            &record.name,
-            &info.active_state,
-        )
-    {
+fn mark_sleeping(paths: &Paths, sd: &dyn Systemd, record: &Record, info: &mut UnitInfo) {
+    if crate::sleep::sleeping(paths, sd, &record.name, &info.active_state) {
         info.active_state = crate::sleep::SLEEPING.into();
     }
 }
@@ -118,12 +116,17 @@ fn readiness(record: &Record, info: &UnitInfo, probe: Probe) -> Readiness {
 /// Status of many tenants: systemd asked for all units at once while a few
 /// threads probe the gateways (every one: a stopped gateway's port refuses
 /// at once, and the answer counts only for a unit systemd says runs).
-pub fn collect_many(sd: &dyn Systemd, records: &[Record]) -> Result<Vec<TenantStatus>> {
-    collect_many_as(sd, records, Probe::for_this_user())
+pub fn collect_many(
+    paths: &Paths,
+    sd: &dyn Systemd,
+    records: &[Record],
+) -> Result<Vec<TenantStatus>> {
+    collect_many_as(paths, sd, records, Probe::for_this_user())
 }
 
 /// [`collect_many`], probing or not as `probe` says.
 pub fn collect_many_as(
+    paths: &Paths,
     sd: &dyn Systemd,
     records: &[Record],
     probe: Probe,
@@ -135,7 +138,7 @@ pub fn collect_many_as(
             .iter()
             .zip(infos)
             .map(|(r, mut info)| {
-                mark_sleeping(sd, r, &mut info);
+                mark_sleeping(paths, sd, r, &mut info);
                 let readiness = readiness(r, &info, probe);
                 assemble(r, info, readiness)
             })
@@ -167,7 +170,7 @@ pub fn collect_many_as(
         .zip(infos)
         .zip(probes)
         .map(|((r, mut info), probe)| {
-            mark_sleeping(sd, r, &mut info);
+            mark_sleeping(paths, sd, r, &mut info);
             let readiness = if info.is_active() {
                 probe
             } else {
@@ -221,10 +224,14 @@ fn assemble(record: &Record, info: UnitInfo, readiness: Readiness) -> TenantStat
 
 /// Status of every record; systemd (opened by the caller only when there
 /// is a tenant) is only asked when there is one.
-pub fn collect_all(sd: Option<&dyn Systemd>, records: &[Record]) -> Result<Vec<TenantStatus>> {
+pub fn collect_all(
+    paths: &Paths,
+    sd: Option<&dyn Systemd>,
+    records: &[Record],
+) -> Result<Vec<TenantStatus>> {
     match sd {
         _ if records.is_empty() => Ok(Vec::new()),
-        Some(sd) => collect_many(sd, records),
+        Some(sd) => collect_many(paths, sd, records),
         None => anyhow::bail!("reading the tenants' status needs systemd over D-Bus"),
     }
 }

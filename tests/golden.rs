@@ -176,6 +176,9 @@ impl ocusers::systemd::Systemd for FixedSystemd {
 
 #[test]
 fn status_json_shape() {
+    // An empty root: no sleeper's drop-in, whatever the host has.
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path());
     let sd = FixedSystemd(ocusers::systemd::UnitInfo {
         load_state: "loaded".into(),
         active_state: "inactive".into(),
@@ -205,7 +208,8 @@ fn status_json_shape() {
         limits: Default::default(),
     };
     let status =
-        ocusers::status::collect_as(&sd, &record, ocusers::status::Probe::Gateways).unwrap();
+        ocusers::status::collect_as(&paths, &sd, &record, ocusers::status::Probe::Gateways)
+            .unwrap();
     let mut text = serde_json::to_string_pretty(&status).unwrap();
     text.push('\n');
     check("tests/golden/status-alice.json", text.as_bytes());
@@ -219,9 +223,15 @@ fn status_json_shape() {
         ..sd.0.clone()
     });
     for status in [
-        ocusers::status::collect_as(&running, &record, ocusers::status::Probe::NotAsThisUser)
-            .unwrap(),
+        ocusers::status::collect_as(
+            &paths,
+            &running,
+            &record,
+            ocusers::status::Probe::NotAsThisUser,
+        )
+        .unwrap(),
         ocusers::status::collect_many_as(
+            &paths,
             &running,
             std::slice::from_ref(&record),
             ocusers::status::Probe::NotAsThisUser,

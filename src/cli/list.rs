@@ -11,7 +11,7 @@ use crate::tenant;
 pub fn run(paths: &Paths, args: JsonArg) -> Result<()> {
     let records = tenant::list(paths)?;
     let sd = super::systemd_if(!records.is_empty())?;
-    let statuses = status::collect_all(sd.as_ref().map(|s| s as _), &records)?;
+    let statuses = status::collect_all(paths, sd.as_ref().map(|s| s as _), &records)?;
     if args.json {
         return print_json(&json!({ "tenants": statuses }));
     }

@@ -23,7 +23,7 @@ pub fn run(paths: &Paths, args: MetricsArgs) -> Result<()> {
     let cfg = HostConfig::load(paths)?;
     let records = tenant::list(paths)?;
     let sd = super::systemd_if(!records.is_empty())?;
-    let statuses = status::collect_all(sd.as_ref().map(|s| s as _), &records)?;
+    let statuses = status::collect_all(paths, sd.as_ref().map(|s| s as _), &records)?;
     let text = metrics::render(
         &statuses,
         Host {

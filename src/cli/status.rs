@@ -23,7 +23,7 @@ pub fn run(paths: &Paths, args: StatusArgs) -> Result<()> {
     let name = args.name.as_deref().map(TenantName::parse).transpose()?;
     let records = tenant::one_or_all(paths, name.as_ref())?;
     let sd = super::systemd_if(!records.is_empty())?;
-    let statuses = status::collect_all(sd.as_ref().map(|s| s as _), &records)?;
+    let statuses = status::collect_all(paths, sd.as_ref().map(|s| s as _), &records)?;
     if args.json {
         return match (&args.name, statuses.first()) {
             (Some(_), Some(one)) => print_json(one),
