@@ -524,6 +524,7 @@ fn units(paths: &Paths, sd: &dyn Systemd, records: &[Record]) -> Vec<Check> {
     let mut failed = 0;
     for r in records {
         let unit = paths::unit_name(&r.name);
+        let sleeper = crate::sleep::is_sleeper(paths, &r.name);
         match sd.unit(&unit) {
             Ok(u) if u.active_state == "failed" => {
                 failed += 1;
@@ -543,9 +544,9 @@ fn units(paths: &Paths, sd: &dyn Systemd, records: &[Record]) -> Vec<Check> {
             // A sleeper (idle_stop) is left out of openclaw.target on
             // purpose and stopped while it sleeps: not broken. Stopped with
             // its socket (`ocusers stop`), it is stopped like any tenant.
-            Ok(u) if crate::sleep::is_sleeper(paths, &r.name) && u.is_active() => {}
+            Ok(u) if sleeper && u.is_active() => {}
             Ok(u) if crate::sleep::sleeping(paths, sd, &r.name, &u.active_state) => {}
-            Ok(_) if crate::sleep::is_sleeper(paths, &r.name) => out.push(about(
+            Ok(_) if sleeper => out.push(about(
                 bad(
                     Status::Warn,
                     "unit",
